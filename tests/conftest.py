@@ -1,0 +1,54 @@
+"""Shared fixtures: the tiny offline model, built once per session, and a quiet, single-threaded CPU."""
+
+from __future__ import annotations
+
+import os
+
+# Before torch or vLLM is imported: see DESIGN.md §3 (2-core machine, no hub).
+for _key, _value in {
+    "OMP_NUM_THREADS": "1",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from bstar_pl.tiny import make_tiny  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny Llama (hidden 128, 4 layers) with a sentencepiece tokenizer, in HF format."""
+    return make_tiny(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second tiny model: same tokenizer and shapes, different random weights (seed 1)."""
+    return make_tiny(tmp_path_factory.mktemp("models") / "tiny_b", seed=1)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real evaluation data beside the project (../shared/data); skipped where absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} not found")
+    return SHARED_DATA
