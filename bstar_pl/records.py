@@ -133,7 +133,7 @@ def read_jsonl(path: str | os.PathLike[str], cls: type[R], ignore_unknown: bool 
 def from_dict(cls: type[R], row: Any, prefix: str = "", ignore_unknown: bool = False) -> R:
     """Build a dataclass from a decoded JSON object, checking fields, types and non-empty text."""
     if not isinstance(row, dict):
-        raise ValueError(f"expected a JSON object{f' in {prefix!r}' if prefix else ''}, got {type(row).__name__}")
+        raise ValueError(f"expected a JSON object{f' in {prefix!r}' if prefix else ''}, got {_json_type(row)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(row) - set(fields))
