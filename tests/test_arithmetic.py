@@ -45,7 +45,7 @@ def test_splits_are_disjoint_across_seeds_and_specs() -> None:
 
 
 def test_too_small_a_space_fails_clearly() -> None:
-    with pytest.raises(ValueError, match="only .* distinct test problems"):
+    with pytest.raises(ValueError, match=r"only .* distinct test problems"):
         generate("test", 50, ArithmeticSpec(min_terms=2, max_terms=2, max_operand=3, operators="+"))
     with pytest.raises(ValueError, match="operators"):
         ArithmeticSpec(operators="/")
