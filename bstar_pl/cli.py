@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     # vLLM intermittently many times slower, and vLLM pins its threads so it cannot lower them later.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     from bstar_pl.demo import demo
     from bstar_pl.tasks.arithmetic import write_splits
     from bstar_pl.tiny import make_tiny

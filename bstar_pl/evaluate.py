@@ -65,5 +65,5 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
     columns = list(next(iter(table.values())))
     lines = ["  ".join(["temp", *(f"{c:>14}" for c in columns)])]
     for key, row in table.items():
-        lines.append("  ".join([key, *(f"{row[c]:>14.3f}" for c in columns)]))
+        lines.append("  ".join([key, *(f"{row[c]:>14.3f}" if c != "problems" else f"{row[c]:>14}" for c in columns)]))
     return "\n".join(lines)
