@@ -17,6 +17,12 @@ def main(argv: list[str] | None = None) -> None:
     # vLLM intermittently many times slower, and vLLM pins its threads so it cannot lower them later.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    if argv[:1] == ["sft"]:
+        try:
+            sft_cli(argv[1:])
+        except RecordError as e:
+            sys.exit(f"error: {e}")
+        return
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     from bstar_pl.demo import demo
     from bstar_pl.tasks.arithmetic import write_splits
@@ -27,6 +33,27 @@ def main(argv: list[str] | None = None) -> None:
         CLI(commands, args=argv, as_positional=False)
     except RecordError as e:
         sys.exit(f"error: {e}")
+
+
+def sft_cli(args: list[str], run: bool = True) -> object:
+    """`bstar-pl sft fit --config ...`: LightningCLI over SFTModule and SFTDataModule.
+
+    Defaults: TensorBoard logs under runs/sft; the data module's tokenizer is the model's unless set.
+    """
+    from lightning.pytorch.cli import LightningCLI
+
+    from bstar_pl.data import SFTDataModule
+    from bstar_pl.sft import SFTModule
+
+    logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs/sft"}}
+    return LightningCLI(
+        SFTModule,
+        SFTDataModule,
+        args=args,
+        run=run,
+        trainer_defaults={"logger": logger, "max_epochs": 3},
+        save_config_kwargs={"overwrite": True},
+    )
 
 
 if __name__ == "__main__":

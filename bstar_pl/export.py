@@ -1,0 +1,63 @@
+"""Weights out of a (possibly FSDP2-sharded) model: a full HF checkpoint on disk, or bf16 tensor buckets in memory.
+
+Every rank must call these together: gathering a sharded tensor is a collective.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.tensor import DTensor
+from transformers import AutoTokenizer
+
+from bstar_pl.atomic import atomic_path
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def save_hf(model: torch.nn.Module, tokenizer_path: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Write `model` as an HF checkpoint (safetensors + tokenizer) to `out`, atomically, from rank 0.
+
+    All ranks gather the full weights (to CPU, on rank 0 only); the others wait at a barrier so
+    that no rank reads `out` before it is complete.
+    """
+    out = Path(out)
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if _rank() == 0:
+        with atomic_path(out, directory=True) as tmp:
+            model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(tmp)
+    if dist.is_initialized():
+        dist.barrier()
+    return out
+
+
+def weight_buckets(
+    model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16, bucket_bytes: int = 512 << 20
+) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Yield the full weights as lists of (name, tensor in `dtype`) of about `bucket_bytes` each.
+
+    For an in-place weight swap into the sampler. Shards are cast before they are gathered (half the
+    traffic in bf16); all ranks walk the state dict in the same order, so every rank must consume
+    the whole iterator.
+    """
+    bucket: list[tuple[str, torch.Tensor]] = []
+    size = 0
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to(dtype)
+        if isinstance(tensor, DTensor):
+            tensor = tensor.full_tensor()
+        bucket.append((name, tensor))
+        size += tensor.numel() * tensor.element_size()
+        if size >= bucket_bytes:
+            yield bucket
+            bucket, size = [], 0
+    if bucket:
+        yield bucket

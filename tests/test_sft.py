@@ -1,0 +1,224 @@
+"""SFTModule on the tiny model: masked loss, learning arithmetic, exact continuation, export, 2 ranks vs 1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from bstar_pl.data import IGNORE, SFTDataModule, collate, encode, prompt_ids
+from bstar_pl.export import save_hf, weight_buckets
+from bstar_pl.records import SFTExample, write_jsonl
+from bstar_pl.sft import SFTModule, WarmupCosine, fit_steps, token_loss
+from bstar_pl.tasks import arithmetic
+
+SPEC = arithmetic.ArithmeticSpec(max_terms=3)
+
+
+class Record(L.Callback):
+    """What each optimizer step saw: its LR and a fingerprint of its batch."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+        self.batches: list[list[int]] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: SFTModule, batch: dict, batch_idx: int) -> None:
+        self.lrs.append(module.scheduler.get_last_lr()[0])
+        self.batches.append(batch["input_ids"].sum(1).tolist())
+
+
+def trainer(steps: int, record: Record | None = None) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=-1,
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        callbacks=[record] if record else [],
+    )
+
+
+def greedy_accuracy(model: torch.nn.Module, tokenizer: AutoTokenizer, problems: list[arithmetic.Problem]) -> float:
+    """Greedy decoding with transformers, left-padded; the model goes back to train mode after."""
+    ids = [prompt_ids(tokenizer, p.question) for p in problems]
+    width = max(map(len, ids))
+    x = torch.tensor([[tokenizer.pad_token_id] * (width - len(i)) + i for i in ids])
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=x,
+            attention_mask=(x != tokenizer.pad_token_id).long(),
+            max_new_tokens=48,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    model.train()
+    texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    return sum(arithmetic.is_correct(t, p) for t, p in zip(texts, problems)) / len(problems)
+
+
+def test_masked_positions_never_reach_the_loss(tiny_model_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = [SFTExample("What is 2 + 3?", "2 + 3 = 5\n\n# Answer\n\n5"), SFTExample("What is 1 - 1?", "0")]
+    batch = collate([encode(tokenizer, e, 64, 64) for e in examples], tokenizer.pad_token_id)
+    assert (batch["labels"][1] == IGNORE).sum() > (batch["labels"][0] == IGNORE).sum()  # row 1 is padded
+    logits = torch.randn(*batch["input_ids"].shape, len(tokenizer), requires_grad=True)
+    token_loss(logits, batch["labels"]).backward()
+    # Logits at t predict token t+1: they matter exactly where label t+1 is a target token.
+    counts = torch.zeros_like(batch["labels"], dtype=torch.bool)
+    counts[:, :-1] = batch["labels"][:, 1:] != IGNORE
+    assert (logits.grad.abs().sum(-1) > 0).equal(counts)
+
+    module = SFTModule(str(tiny_model_dir))
+    module.configure_model()
+    module.model.eval()
+    loss = token_loss(module.model(batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+    changed = batch["input_ids"].clone()
+    changed[batch["attention_mask"] == 0] = 7  # garbage where the padding was
+    loss2 = token_loss(module.model(changed, attention_mask=batch["attention_mask"]).logits, batch["labels"])
+    assert torch.isfinite(loss) and loss == loss2
+
+
+def test_two_fits_continue_one_uninterrupted_run(tiny_model_dir: Path) -> None:
+    """k steps on data A then k on data B = one 2k-step run over A then B: LR, batches, optimizer, weights."""
+    k, micro = 4, 4
+    data_a = arithmetic.sft_examples(arithmetic.generate("train", k * micro, SPEC, seed=0))
+    data_b = arithmetic.sft_examples(arithmetic.generate("train", k * micro, SPEC, seed=1))
+    hp = {"model_path": str(tiny_model_dir), "lr": 1e-3, "lr_min": 1e-5, "warmup_steps": 3, "total_steps": 2 * k}
+
+    L.seed_everything(0)
+    split, rec_split = SFTModule(**hp), Record()
+    tr = trainer(0, rec_split)
+    data = SFTDataModule(micro_batch_size=micro, shuffle=False, max_prompt_len=64, max_target_len=64)
+    fit_steps(tr, split, data, data_a, k)
+    fit_steps(tr, split, data, data_b, k)
+
+    L.seed_everything(0)
+    whole, rec_whole = SFTModule(**hp), Record()
+    data = SFTDataModule(micro_batch_size=micro, shuffle=False, max_prompt_len=64, max_target_len=64)
+    fit_steps(trainer(0, rec_whole), whole, data, data_a + data_b, 2 * k)
+
+    schedule = WarmupCosine(3, 2 * k, 1e-2)
+    assert rec_split.lrs == pytest.approx([1e-3 * schedule(s) for s in range(2 * k)])
+    assert rec_split.lrs == rec_whole.lrs and rec_split.batches == rec_whole.batches
+    assert tr.global_step == 2 * k
+    assert all(s["step"] == 2 * k for s in split.optimizer.state.values())  # one optimizer, never reset
+    for (name, a), b in zip(split.model.state_dict().items(), whole.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    assert not torch.equal(start["model.layers.0.mlp.up_proj.weight"], split.model.model.layers[0].mlp.up_proj.weight)
+
+
+def test_export_writes_a_loadable_checkpoint_and_buckets(tiny_model_dir: Path, tmp_path: Path) -> None:
+    module = SFTModule(str(tiny_model_dir))
+    module.configure_model()
+    out = save_hf(module.model, tiny_model_dir, tmp_path / "policy")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    saved = load_file(out / "model.safetensors")
+    buckets = list(weight_buckets(module.model, torch.bfloat16, bucket_bytes=1 << 20))
+    assert len(buckets) > 1 and all(t.dtype == torch.bfloat16 for b in buckets for _, t in b)
+    streamed = dict(kv for b in buckets for kv in b)
+    assert set(streamed) >= set(saved)
+    for name, tensor in saved.items():
+        torch.testing.assert_close(streamed[name], tensor.to(torch.bfloat16), rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_sft_learns_arithmetic(tiny_model_dir: Path) -> None:
+    """150 steps at batch 32 on one-digit sums: loss falls, greedy test accuracy rises from 0."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    test = arithmetic.generate("test", 200, SPEC, seed=0)
+    train = arithmetic.sft_examples(arithmetic.generate("train", 2000, SPEC, seed=0))
+    L.seed_everything(0)
+    module, steps = SFTModule(str(tiny_model_dir), lr=3e-3, lr_min=3e-5, warmup_steps=10, total_steps=150), 150
+    module.configure_model()
+    before = greedy_accuracy(module.model, tokenizer, test)
+    data = SFTDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96)
+    losses: list[float] = []
+
+    class Losses(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, pl: SFTModule, out: dict, batch: dict, i: int) -> None:
+            losses.append(float(out["loss"]))
+
+    tr = trainer(0)
+    tr.callbacks.append(Losses())
+    fit_steps(tr, module, data, train, steps)
+    after = greedy_accuracy(module.model, tokenizer, test)
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    print(f"loss {first:.3f} -> {last:.3f}; greedy test accuracy {before:.3f} -> {after:.3f}")
+    assert last < first / 3
+    assert before == 0.0 and after >= 0.05
+    assert module.model.training
+
+
+def cli(*args: str, cwd: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = Path(sys.executable).with_name("bstar-pl")
+    done = subprocess.run([str(script), "sft", "fit", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_ranks_fit_resume_and_export_like_one(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """FSDP2 over 2 gloo ranks: 3 steps, save, resume for 3 more, export == 1 process accumulating 2."""
+    write_jsonl(tmp_path / "sft.jsonl", arithmetic.sft_examples(arithmetic.generate("train", 200, SPEC, seed=0)))
+    config = Path(__file__).resolve().parents[1] / "configs" / "sft" / "tiny.yaml"
+    common = [
+        f"--config={config}",
+        f"--model.model_path={tiny_model_dir}",
+        f"--data.train_file={tmp_path / 'sft.jsonl'}",
+        "--data.micro_batch_size=8",
+        "--data.steps=3",
+        "--model.total_steps=6",
+        "--model.warmup_steps=2",
+        "--trainer.enable_progress_bar=false",
+        "--seed_everything=0",
+    ]
+    strategy = [
+        "--trainer.devices=2",
+        "--trainer.strategy=ModelParallelStrategy",
+        "--trainer.strategy.data_parallel_size=2",
+        "--trainer.strategy.tensor_parallel_size=1",
+        "--trainer.strategy.process_group_backend=gloo",
+    ]
+    two = [*common, *strategy, f"--trainer.logger.save_dir={tmp_path / 'two'}"]
+    cli(*two, "--trainer.max_epochs=1", f"--model.export_dir={tmp_path / 'two_first'}", cwd=tmp_path)
+    (ckpt,) = (tmp_path / "two").glob("lightning_logs/version_0/checkpoints/*.ckpt")
+    assert ckpt.is_dir()  # sharded: one file per rank plus metadata
+    cli(
+        *two,
+        "--trainer.max_epochs=2",
+        f"--model.export_dir={tmp_path / 'two_policy'}",
+        f"--ckpt_path={ckpt}",
+        cwd=tmp_path,
+    )
+    one = [*common, "--trainer.accumulate_grad_batches=2", f"--trainer.logger.save_dir={tmp_path / 'one'}"]
+    cli(*one, "--trainer.max_epochs=2", f"--model.export_dir={tmp_path / 'one_policy'}", cwd=tmp_path)
+
+    start = load_file(tiny_model_dir / "model.safetensors")
+    first = load_file(tmp_path / "two_first" / "model.safetensors")
+    two_w = load_file(tmp_path / "two_policy" / "model.safetensors")
+    one_w = load_file(tmp_path / "one_policy" / "model.safetensors")
+    assert set(two_w) == set(one_w) == set(start)
+    for name in start:
+        torch.testing.assert_close(two_w[name], one_w[name], rtol=1e-4, atol=1e-5, msg=name)
+    worst = max(float((two_w[n] - one_w[n]).abs().max()) for n in start)
+    moved = min(float((two_w[n] - first[n]).abs().max()) for n in start if "norm" not in n)
+    print(f"2 ranks vs 1 process: max |diff| {worst:.2e}; smallest move in the resumed fit {moved:.2e}")
+    assert moved > 100 * worst
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "two_policy")
+    assert model.config.num_hidden_layers == 4
