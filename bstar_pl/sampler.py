@@ -7,6 +7,7 @@ on GPU the `gpu` extra pins vllm 0.33.0, whose `LLM` API (collective_rpc, sleep,
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -49,6 +50,7 @@ class Sampler:
     ) -> None:
         self.path = Path(model)
         self.shapes = checkpoint_shapes(self.path)
+        self.aliases = tied_aliases(self.path)
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
@@ -107,17 +109,25 @@ class Sampler:
             raise ValueError(f"need n >= 1 and at least one temperature, got n={n}, temperatures={temperatures}")
         if any(t < 0 for t in temperatures) or (0 in temperatures and n > 1):
             raise ValueError(f"temperatures must be >= 0, and 0 (greedy) takes n = 1; got {temperatures}, n={n}")
+        if len({f"{t:.4f}" for t in temperatures}) < len(temperatures):
+            raise ValueError(f"temperatures repeat (they would share seeds): {temperatures}")
+        if len({p.id for p in problems}) < len(problems):
+            raise ValueError("problem ids repeat: samples are keyed and seeded by problem id")
+        limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if limit < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {limit}")
+        # Every rank checks every prompt, so a bad one fails on all ranks alike, not as a hang in the gather.
+        ids = [self.tokenizer(prompt(p.question)).input_ids for p in problems]
+        for problem, prompt_ids in zip(problems, ids):
+            if len(prompt_ids) >= self.max_model_len:
+                raise ValueError(f"problem {problem.id}: prompt of {len(prompt_ids)} tokens fills max_model_len")
         rank, shards = self._shard()
         mine = list(problems)[rank::shards]
-        limit = max_new_tokens or self.max_new_tokens
         prompts, params = [], []
-        for problem in mine:
-            ids = self.tokenizer(prompt(problem.question)).input_ids
-            room = self.max_model_len - len(ids)
-            if room < 1:
-                raise ValueError(f"problem {problem.id}: prompt of {len(ids)} tokens fills max_model_len")
+        for problem, prompt_ids in zip(mine, ids[rank::shards]):
+            room = self.max_model_len - len(prompt_ids)
             for t in temperatures:
-                prompts.append({"prompt_token_ids": ids})
+                prompts.append({"prompt_token_ids": prompt_ids})
                 seed = self.request_seed(problem.id, t)
                 params.append(SamplingParams(n=n, temperature=t, top_p=1.0, max_tokens=min(limit, room), seed=seed))
         outputs = self.llm.generate(prompts, params, use_tqdm=progress) if prompts else []
@@ -137,7 +147,7 @@ class Sampler:
         loading restores the previous weights from disk, so the engine stays usable either way.
         """
         weights = list(weights)
-        _check_weights({name: tuple(t.shape) for name, t in weights}, self.shapes, "weights")
+        check_weights({name: tuple(t.shape) for name, t in weights}, self.shapes, "weights", self.aliases)
         if self.in_process:
             self._reload(weights_iterator=weights)
         else:
@@ -148,7 +158,7 @@ class Sampler:
     def reload(self, path: str | os.PathLike[str]) -> None:
         """Load the weights of the HF checkpoint at `path` (same architecture) into the running engine."""
         path = Path(path)
-        _check_weights(checkpoint_shapes(path), self.shapes, str(path))
+        check_weights(checkpoint_shapes(path), self.shapes, str(path), self.aliases)
         self._reload(weights_path=str(path))
         self.path = path
 
@@ -201,11 +211,24 @@ def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _check_weights(got: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]], source: str) -> None:
+def tied_aliases(path: Path) -> dict[str, str]:
+    """Weights a model may name or omit because they share another's tensor: {alias: stored name}.
+
+    With tied embeddings (e.g. SmolLM2) the checkpoint stores one copy, while a trainer's state dict
+    names both and `named_parameters` only the embedding; vLLM accepts either.
+    """
+    config = json.loads((path / "config.json").read_text())
+    return {"lm_head.weight": "model.embed_tokens.weight"} if config.get("tie_word_embeddings") else {}
+
+
+def check_weights(
+    got: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]], source: str, aliases: dict[str, str]
+) -> None:
+    want = {**{a: want[b] for a, b in aliases.items() if b in want}, **want}
     unknown = sorted(set(got) - set(want))
     if unknown:
         raise ValueError(f"{source}: unknown weight {unknown[0]!r} (the engine's model has no such tensor)")
-    missing = sorted(set(want) - set(got))
+    missing = sorted(set(want) - set(got) - set(aliases))
     if missing:
         raise ValueError(f"{source}: missing weight {missing[0]!r} ({len(missing)} missing in all)")
     for name, shape in got.items():

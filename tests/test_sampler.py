@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bstar_pl.records import Problem
-from bstar_pl.sampler import Sampler
+from bstar_pl.sampler import Sampler, check_weights, checkpoint_shapes, tied_aliases
 from bstar_pl.tasks import arithmetic
 from bstar_pl.template import prompt
 
@@ -90,6 +90,29 @@ def test_distinct_samples_rise_with_temperature(sampler: Sampler, tiny_model_dir
 def test_greedy_takes_one_sample(sampler: Sampler) -> None:
     with pytest.raises(ValueError, match="greedy"):
         sampler.generate(PROBLEMS, [0.0], 2)
+
+
+def test_bad_requests_fail_before_sampling(sampler: Sampler) -> None:
+    with pytest.raises(ValueError, match="problem ids repeat"):
+        sampler.generate([PROBLEMS[0], PROBLEMS[0]], [1.0], 1)
+    with pytest.raises(ValueError, match="temperatures repeat"):
+        sampler.generate(PROBLEMS, [0.5, 0.50001], 1)
+    long = Problem("long", "What is " + " + ".join(["1"] * 200) + "?", "200")
+    with pytest.raises(ValueError, match=r"problem long: prompt of \d+ tokens fills max_model_len"):
+        sampler.generate([*PROBLEMS, long], [1.0], 1)
+
+
+def test_tied_embeddings_may_be_named_or_omitted(tiny_model_dir: Path) -> None:
+    shapes = checkpoint_shapes(tiny_model_dir)
+    assert tied_aliases(tiny_model_dir) == {}
+    stored = {k: v for k, v in shapes.items() if k != "lm_head.weight"}  # as a tied checkpoint stores it
+    aliases = {"lm_head.weight": "model.embed_tokens.weight"}
+    check_weights(stored, stored, "w", aliases)
+    check_weights({**stored, "lm_head.weight": stored["model.embed_tokens.weight"]}, stored, "w", aliases)
+    with pytest.raises(ValueError, match=r"unknown weight 'lm_head\.weight'"):
+        check_weights({**stored, "lm_head.weight": shapes["lm_head.weight"]}, stored, "w", {})
+    with pytest.raises(ValueError, match=r"'lm_head.weight' has shape \[1, 128\]"):
+        check_weights({**stored, "lm_head.weight": (1, 128)}, stored, "w", aliases)
 
 
 def test_in_place_swap_matches_transformers(sampler: Sampler, tiny_model_dir: Path, tiny_model_dir_b: Path) -> None:
