@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from bstar_pl.cli import main
 from bstar_pl.data import IGNORE, SFTDataModule, collate, encode, prompt_ids
 from bstar_pl.export import save_hf, weight_buckets
 from bstar_pl.records import SFTExample, write_jsonl
@@ -162,6 +163,15 @@ def test_sft_learns_arithmetic(tiny_model_dir: Path) -> None:
     assert last < first / 3
     assert before == 0.0 and after >= 0.05
     assert module.model.training
+
+
+def test_sft_fit_on_a_malformed_file_ends_in_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "bad.jsonl").write_text('{"query": "q", "output": "o"}\n{"query": "q", "outptu": "o"}\n')
+    config = Path(__file__).resolve().parents[1] / "configs" / "sft" / "tiny.yaml"
+    args = [f"--config={config}", f"--model.model_path={tiny_model_dir}", f"--data.train_file={tmp_path / 'bad.jsonl'}"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["sft", "fit", *args, f"--trainer.logger.save_dir={tmp_path}", "--trainer.enable_progress_bar=false"])
+    assert str(exit_.value) == f"error: {tmp_path / 'bad.jsonl'}:2: missing field 'output'"
 
 
 def cli(*args: str, cwd: Path) -> None:
