@@ -18,8 +18,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
+from bstar_pl.data import prompt_ids
 from bstar_pl.records import Problem, Sample
-from bstar_pl.template import prompt
 
 Weights = Iterable[tuple[str, torch.Tensor]]
 
@@ -48,6 +48,8 @@ class Sampler:
         distributed_executor_backend: str | None = None,
         rpc_timeout: float = 600.0,
     ) -> None:
+        if enable_sleep_mode and not torch.cuda.is_available():
+            raise ValueError("enable_sleep_mode needs a GPU: vLLM has no sleep mode on CPU")
         self.path = Path(model)
         self.shapes = checkpoint_shapes(self.path)
         self.aliases = tied_aliases(self.path)
@@ -61,6 +63,7 @@ class Sampler:
         self.seed = seed
         self.rpc_timeout = rpc_timeout
         self.sleep_mode = enable_sleep_mode
+        self.asleep: set[str] = set()  # memory tags put to sleep and not woken yet
         self.in_process = os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
         on_gpu = torch.cuda.is_available()
         self.llm = LLM(
@@ -105,6 +108,7 @@ class Sampler:
         """
         from vllm import SamplingParams
 
+        self._awake("weights", "kv_cache")
         if n < 1 or not temperatures:
             raise ValueError(f"need n >= 1 and at least one temperature, got n={n}, temperatures={temperatures}")
         if any(t < 0 for t in temperatures) or (0 in temperatures and n > 1):
@@ -117,17 +121,17 @@ class Sampler:
         if limit < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {limit}")
         # Every rank checks every prompt, so a bad one fails on all ranks alike, not as a hang in the gather.
-        ids = [self.tokenizer(prompt(p.question)).input_ids for p in problems]
-        for problem, prompt_ids in zip(problems, ids):
-            if len(prompt_ids) >= self.max_model_len:
-                raise ValueError(f"problem {problem.id}: prompt of {len(prompt_ids)} tokens fills max_model_len")
+        ids = [prompt_ids(self.tokenizer, p.question) for p in problems]  # as SFT tokenises them
+        for problem, tokens in zip(problems, ids):
+            if len(tokens) >= self.max_model_len:
+                raise ValueError(f"problem {problem.id}: prompt of {len(tokens)} tokens fills max_model_len")
         rank, shards = self._shard()
         mine = list(problems)[rank::shards]
         prompts, params = [], []
-        for problem, prompt_ids in zip(mine, ids[rank::shards]):
-            room = self.max_model_len - len(prompt_ids)
+        for problem, tokens in zip(mine, ids[rank::shards]):
+            room = self.max_model_len - len(tokens)
             for t in temperatures:
-                prompts.append({"prompt_token_ids": prompt_ids})
+                prompts.append({"prompt_token_ids": tokens})
                 seed = self.request_seed(problem.id, t)
                 params.append(SamplingParams(n=n, temperature=t, top_p=1.0, max_tokens=min(limit, room), seed=seed))
         outputs = self.llm.generate(prompts, params, use_tqdm=progress) if prompts else []
@@ -146,6 +150,7 @@ class Sampler:
         Names and shapes are checked against the checkpoint before anything is loaded; a failure while
         loading restores the previous weights from disk, so the engine stays usable either way.
         """
+        self._awake("weights")
         weights = list(weights)
         check_weights({name: tuple(t.shape) for name, t in weights}, self.shapes, "weights", self.aliases)
         if self.in_process:
@@ -163,17 +168,30 @@ class Sampler:
         self.path = path
 
     def sleep(self) -> None:
-        """Free accelerator memory for training: weights move to host memory, the KV cache is dropped."""
+        """Free accelerator memory for training (level 1): weights move to host memory, the KV cache is dropped."""
         if not self.sleep_mode:
             raise RuntimeError("the engine was built without enable_sleep_mode=True (GPU only)")
         self.llm.sleep(level=1)
+        self.asleep = {"weights", "kv_cache"}
 
     def wake(self, tags: Sequence[str] | None = None) -> None:
-        """Wake the engine. To swap weights after training with the least memory: `wake(["weights"])`,
-        `load_weights(...)`, then `wake(["kv_cache"])`, so the KV cache is not allocated during the copy."""
+        """Wake the engine, all of it or the memory of some `tags` ("weights", "kv_cache").
+
+        After training, wake in three steps so the new weights never share the device with a KV cache:
+        `wake(["weights"])` (the old weights come back from host memory), `load_weights(new)`, then
+        `wake(["kv_cache"])`. `wake()` wakes everything.
+        """
         if not self.sleep_mode:
             raise RuntimeError("the engine was built without enable_sleep_mode=True (GPU only)")
-        self.llm.wake_up(list(tags) if tags is not None else None)
+        tags = sorted(self.asleep if tags is None else set(tags) & self.asleep)
+        if tags:
+            self.llm.wake_up(tags)
+        self.asleep -= set(tags)
+
+    def _awake(self, *tags: str) -> None:
+        """Fail clearly, rather than crash the engine, when memory that a call needs is still asleep."""
+        if asleep := sorted(self.asleep & set(tags)):
+            raise RuntimeError(f"the engine's {' and '.join(asleep)} memory is asleep: call wake() first")
 
     def _reload(self, **source: object) -> None:
         try:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import json
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -11,13 +14,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bstar_pl.records import Problem
+from bstar_pl.records import Problem, Sample, read_jsonl, write_jsonl
 from bstar_pl.sampler import Sampler, check_weights, checkpoint_shapes, tied_aliases
 from bstar_pl.tasks import arithmetic
 from bstar_pl.template import prompt
 
 PROBLEMS = arithmetic.generate("dev", 12, seed=7)
 MAX_NEW = 24
+LAUNCH_SAMPLE = Path(__file__).resolve().parents[1] / "launch" / "sample.py"
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +155,68 @@ def test_bad_weights_fail_clearly_and_keep_the_old_ones(sampler: Sampler, tiny_m
         sampler.reload(corrupt)
     assert sampler.path == tiny_model_dir
     assert greedy(sampler) == before
+
+
+def test_sleep_needs_sleep_mode_and_a_gpu(sampler: Sampler, tiny_model_dir: Path) -> None:
+    with pytest.raises(RuntimeError, match="without enable_sleep_mode"):
+        sampler.sleep()
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="enable_sleep_mode needs a GPU"):
+            Sampler(tiny_model_dir, enable_sleep_mode=True)
+
+
+@pytest.mark.gpu
+def test_sleep_frees_the_gpu_and_a_swap_between_wakes_takes(tiny_model_dir: Path, tiny_model_dir_b: Path) -> None:
+    # Its own process: a second engine in the module's process would share its parallel state.
+    run = subprocess.run(
+        [sys.executable, "-c", GPU_SLEEP_CHECK, str(tiny_model_dir), str(tiny_model_dir_b)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    freed, swapped, fresh = json.loads(run.stdout.strip().splitlines()[-1])
+    assert freed > 0.5 * 2**30, f"sleep freed only {freed} bytes"
+    assert swapped == fresh
+
+
+GPU_SLEEP_CHECK = """
+import json, sys, torch
+from transformers import AutoModelForCausalLM
+from bstar_pl.sampler import Sampler
+from bstar_pl.tasks import arithmetic
+problems = arithmetic.generate("dev", 12, seed=7)
+a, b = sys.argv[1:]
+s = Sampler(a, dtype="float32", max_model_len=256, max_new_tokens=24, gpu_memory_utilization=0.3,
+            enable_sleep_mode=True)
+greedy = lambda: [x.text for x in s.generate(problems, [0.0], 1, progress=False)]
+awake = torch.cuda.mem_get_info()[0]
+s.sleep()
+freed = torch.cuda.mem_get_info()[0] - awake
+s.wake(["weights"])
+s.load_weights(AutoModelForCausalLM.from_pretrained(b).state_dict().items())
+s.wake(["kv_cache"])
+swapped = greedy()
+s.reload(b)
+print(json.dumps([freed, swapped, greedy()]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_ranks_sample_their_shards_and_gather_in_order(
+    sampler: Sampler, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # torchrun, gloo, one in-process engine per rank (external_launcher): what a multi-GPU run does.
+    problems, out = tmp_path / "problems.jsonl", tmp_path / "samples.jsonl"
+    write_jsonl(problems, PROBLEMS)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(LAUNCH_SAMPLE)]
+    args = f"--model {tiny_model_dir} --problems {problems} --out {out} --temperatures [0.7,1.0] --samples 3"
+    args += f" --dtype float32 --max_model_len 256 --max_new_tokens {MAX_NEW} --seed 3"
+    run = subprocess.run([*torchrun, *args.split()], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    sampler.reload(tiny_model_dir)
+    assert read_jsonl(out, Sample) == sampler.generate(PROBLEMS, [0.7, 1.0], 3, progress=False)
 
 
 def test_in_place_swap_matches_a_fresh_engine(sampler: Sampler, tiny_model_dir_b: Path) -> None:
