@@ -6,6 +6,8 @@ Optimizer and LR schedule live on the module so that successive `fit` calls cont
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -144,19 +146,50 @@ class SFTModule(L.LightningModule):
             self.scheduler = LambdaLR(self.optimizer, WarmupCosine(warmup, total, hp.lr_min / hp.lr))
         return {"optimizer": self.optimizer, "lr_scheduler": {"scheduler": self.scheduler, "interval": "step"}}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resume a checkpoint saved after a fit (`trainer.save_checkpoint`) at a fresh epoch.
+
+        Such a checkpoint holds a finished epoch whose batch counters are still set; Lightning would
+        take them for a half-done epoch and start the next fit's data at batch k, skipping batches.
+        Zeroing them makes the next fit start at batch 0, exactly as continuing in process does.
+        Checkpoints saved inside an epoch (epoch not yet completed) are left alone.
+        """
+        loop = checkpoint["loops"]["fit_loop"]
+        epochs = loop["epoch_progress"]["current"]
+        if epochs["completed"] != epochs["ready"]:
+            return
+        for key in ("epoch_loop.batch_progress", "epoch_loop.scheduler_progress"):
+            loop[key]["current"] = dict.fromkeys(loop[key]["current"], 0)
+        loop["epoch_loop.batch_progress"]["is_last_batch"] = False
+
     def on_train_end(self) -> None:
         if self.hparams.export_dir:
             save_hf(self.model, self.hparams.model_path, self.hparams.export_dir)
 
 
 def fit_steps(
-    trainer: L.Trainer, module: SFTModule, data: SFTDataModule, examples: list[SFTExample], steps: int
+    trainer: L.Trainer,
+    module: SFTModule,
+    data: SFTDataModule,
+    examples: list[SFTExample],
+    steps: int,
+    ckpt_path: str | os.PathLike[str] | None = None,
 ) -> None:
     """Train `steps` more optimizer steps on `examples`, continuing weights, optimizer and schedule.
 
-    The trainer must be the one of the earlier fits (or restored with `ckpt_path`) and built with
-    `max_epochs=-1`; the new data starts at its first batch, and one fit is one epoch of it.
+    Continue in process with the trainer and module of the earlier fits, or in a new process with new
+    ones and `ckpt_path` (a checkpoint saved after a fit, e.g. `trainer.save_checkpoint`). The trainer
+    needs `max_epochs=-1`. The new data starts at its first batch; one fit is one epoch of it.
     """
     data.set_examples(examples, steps)
-    trainer.fit_loop.epoch_loop.max_steps = trainer.global_step + steps
-    trainer.fit(module, datamodule=data)
+    done = checkpoint_step(ckpt_path) if ckpt_path is not None else trainer.global_step
+    trainer.fit_loop.epoch_loop.max_steps = done + steps
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+
+
+def checkpoint_step(path: str | os.PathLike[str]) -> int:
+    """The global step stored in a Lightning checkpoint: a file, or a sharded directory's `meta.pt`."""
+    path = Path(path)
+    meta = path / "meta.pt" if path.is_dir() else path
+    # mmap: a full single-file checkpoint is not read into memory just for one number.
+    return int(torch.load(meta, map_location="cpu", mmap=True, weights_only=False)["global_step"])

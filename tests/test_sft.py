@@ -122,6 +122,32 @@ def test_two_fits_continue_one_uninterrupted_run(tiny_model_dir: Path) -> None:
     assert not torch.equal(start["model.layers.0.mlp.up_proj.weight"], split.model.model.layers[0].mlp.up_proj.weight)
 
 
+def test_a_new_process_resumes_from_a_checkpoint_like_the_same_process(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The driver's resume path: new module and trainer + ckpt_path continue as the old ones would."""
+    k, micro = 3, 4
+    data_a = arithmetic.sft_examples(arithmetic.generate("train", 40, SPEC, seed=0))
+    data_b = arithmetic.sft_examples(arithmetic.generate("train", 40, SPEC, seed=1))
+    hp = {"model_path": str(tiny_model_dir), "lr": 1e-3, "warmup_steps": 2, "total_steps": 4 * k}
+    runs = []
+    for resume in (False, True):
+        L.seed_everything(0)
+        module, record = SFTModule(**hp), Record()
+        tr = trainer(0, record)
+        data = SFTDataModule(micro_batch_size=micro, max_prompt_len=64, max_target_len=64)
+        fit_steps(tr, module, data, data_a, k)
+        if resume:
+            tr.save_checkpoint(tmp_path / "iter0.ckpt")
+            module, tr = SFTModule(**hp), trainer(0, record)
+            data = SFTDataModule(micro_batch_size=micro, max_prompt_len=64, max_target_len=64)
+        fit_steps(tr, module, data, data_b, k, ckpt_path=tmp_path / "iter0.ckpt" if resume else None)
+        assert tr.global_step == 2 * k and module.scheduler.last_epoch == 2 * k
+        runs.append((record, module.model.state_dict()))
+    (rec_a, weights_a), (rec_b, weights_b) = runs
+    assert rec_a.lrs == rec_b.lrs and rec_a.batches == rec_b.batches
+    for name, tensor in weights_a.items():
+        torch.testing.assert_close(weights_b[name], tensor, rtol=0, atol=0, msg=name)
+
+
 def test_export_writes_a_loadable_checkpoint_and_buckets(tiny_model_dir: Path, tmp_path: Path) -> None:
     module = SFTModule(str(tiny_model_dir))
     module.configure_model()
