@@ -201,10 +201,7 @@ def test_sft_fit_on_a_malformed_file_ends_in_one_line(tiny_model_dir: Path, tmp_
 
 
 def cli(*args: str, cwd: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    script = Path(sys.executable).with_name("bstar-pl")
-    done = subprocess.run([str(script), "sft", "fit", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run([str(Path(sys.executable).with_name("bstar-pl")), "sft", "fit", *args], cwd)
 
 
 @pytest.mark.slow
@@ -258,3 +255,36 @@ def test_two_ranks_fit_resume_and_export_like_one(tiny_model_dir: Path, tmp_path
     assert moved > 100 * worst
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "two_policy")
     assert model.config.num_hidden_layers == 4
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_ranks_continue_across_rounds_like_one(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The loop's path under torchrun: 2 ranks fit k steps on A, save a sharded checkpoint, a new job
+    resumes it for k steps on B, streaming weight buckets in lockstep; == 1 process in one go."""
+    for name, seed in (("a", 0), ("b", 1)):
+        write_jsonl(tmp_path / f"{name}.jsonl", arithmetic.sft_examples(arithmetic.generate("train", 64, SPEC, seed)))
+    rounds = Path(__file__).resolve().parents[1] / "launch" / "sft_rounds.py"
+    common = ["--model", str(tiny_model_dir), "--steps", "3", "--total_steps", "6", "--cpu"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(rounds)]
+    two = [*common, "--out", str(tmp_path / "two"), "--check_stream"]
+    run([*torchrun, *two, "--data", str(tmp_path / "a.jsonl")], tmp_path)
+    resume = ["--resume", str(tmp_path / "two" / "step_00003" / "last.ckpt")]
+    run([*torchrun, *two, "--data", str(tmp_path / "b.jsonl"), *resume], tmp_path)
+    one = [*common, "--out", str(tmp_path / "one"), "--accumulate", "2"]
+    run([sys.executable, str(rounds), *one, "--data", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")], tmp_path)
+
+    two_w = load_file(tmp_path / "two" / "step_00006" / "policy" / "model.safetensors")
+    one_w = load_file(tmp_path / "one" / "step_00006" / "policy" / "model.safetensors")
+    mid = load_file(tmp_path / "one" / "step_00003" / "policy" / "model.safetensors")
+    for name in one_w:
+        torch.testing.assert_close(two_w[name], one_w[name], rtol=1e-4, atol=1e-5, msg=name)
+    worst = max(float((two_w[n] - one_w[n]).abs().max()) for n in one_w)
+    moved = min(float((one_w[n] - mid[n]).abs().max()) for n in one_w if "norm" not in n)
+    print(f"rounds: 2 ranks vs 1 process max |diff| {worst:.2e}; smallest move in round 2 {moved:.2e}")
+    assert moved > 100 * worst
+
+
+def run(command: list[str], cwd: Path) -> None:
+    done = subprocess.run(command, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
