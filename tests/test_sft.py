@@ -148,6 +148,28 @@ def test_a_new_process_resumes_from_a_checkpoint_like_the_same_process(tiny_mode
         torch.testing.assert_close(weights_b[name], tensor, rtol=0, atol=0, msg=name)
 
 
+def two_steps(tiny_model_dir: Path, **options: bool) -> SFTModule:
+    module = SFTModule(str(tiny_model_dir), lr=1e-3, total_steps=2, **options)
+    data = SFTDataModule(micro_batch_size=4, shuffle=False, max_prompt_len=64, max_target_len=64)
+    fit_steps(trainer(0), module, data, arithmetic.sft_examples(arithmetic.generate("train", 8, SPEC)), 2)
+    return module
+
+
+def test_frozen_parts_stay_put_and_the_rest_trains(tiny_model_dir: Path) -> None:
+    module = two_steps(tiny_model_dir, freeze_embeddings=True, freeze_norms=True, freeze_lm_head=True)
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    for name, tensor in module.model.state_dict().items():
+        frozen = "embed_tokens" in name or "norm" in name or "lm_head" in name
+        assert torch.equal(tensor, start[name]) == frozen, name
+
+
+def test_activation_checkpointing_changes_memory_not_results(tiny_model_dir: Path) -> None:
+    plain, recomputed = two_steps(tiny_model_dir), two_steps(tiny_model_dir, activation_checkpointing=True)
+    assert recomputed.model.is_gradient_checkpointing and not plain.model.is_gradient_checkpointing
+    for (name, a), b in zip(plain.model.state_dict().items(), recomputed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
 def test_export_writes_a_loadable_checkpoint_and_buckets(tiny_model_dir: Path, tmp_path: Path) -> None:
     module = SFTModule(str(tiny_model_dir))
     module.configure_model()
