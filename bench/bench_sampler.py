@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 # Before torch or vLLM is imported: see DESIGN.md §3.
@@ -33,7 +32,8 @@ from bstar_pl.tasks import arithmetic
 from bstar_pl.tiny import make_tiny
 
 # Per model: prompts in a batch and new tokens per prompt (every prompt runs to the limit, EOS ignored).
-SIZES = {"tiny": (64, 64), "smollm2": (16, 32)}
+SIZES = {"tiny": (64, 64), "smollm2": (16, 48)}
+N = 4  # samples per prompt in the sampling job
 ENGINE = {"dtype": "float32", "max_model_len": 512, "max_new_tokens": 64, "seed": 0}
 
 
@@ -59,10 +59,16 @@ def build(name: str, work: Path) -> Path:
     return out
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def hf_sample(model: torch.nn.Module, batch: dict, n: int, limit: int, tokenizer: object, ignore_eos: bool) -> int:
+    """transformers' batched, KV-cached sampling; returns the tokens generated up to and with EOS."""
+    with torch.inference_mode():
+        out = model.generate(**batch, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=n,
+                             max_new_tokens=limit, min_new_tokens=limit if ignore_eos else 0,
+                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    new = out[:, batch["input_ids"].shape[1] :]
+    ended = (new == tokenizer.eos_token_id).int()
+    # A row counts up to its first EOS (included); rows without one count in full.
+    return int(torch.where(ended.any(1), ended.argmax(1) + 1, new.shape[1]).sum())
 
 
 def fresh_start(model: Path, repeats: int) -> float:
@@ -95,40 +101,49 @@ def bench(name: str, work: Path, repeats: int) -> dict[str, float]:
     hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
 
-    def run_vllm() -> None:
+    def fixed_vllm() -> int:
         params = SamplingParams(temperature=1.0, max_tokens=new_tokens, ignore_eos=True, seed=0)
-        sampler.llm.generate([{"prompt_token_ids": i} for i in ids], params, use_tqdm=False)
+        outputs = sampler.llm.generate([{"prompt_token_ids": i} for i in ids], params, use_tqdm=False)
+        return sum(len(c.token_ids) for o in outputs for c in o.outputs)
 
-    def run_hf() -> None:
-        with torch.inference_mode():
-            out = hf.generate(**batch, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
-                              min_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-        assert out.shape[1] - batch["input_ids"].shape[1] == new_tokens
+    def fixed_hf() -> int:
+        return hf_sample(hf, batch, 1, new_tokens, tokenizer, ignore_eos=True)
 
-    # The wrapper against the bare call it makes: the same requests, seeds and limits.
+    # The sampling job itself: n samples per prompt, each ending at EOS or the limit; only real tokens count.
+    def job_vllm() -> int:
+        return sum(s.n_tokens for s in sampler.generate(problems, [1.0], N, max_new_tokens=new_tokens, progress=False))
+
+    def job_hf() -> int:
+        return hf_sample(hf, batch, N, new_tokens, tokenizer, ignore_eos=False)
+
+    # The wrapper (job_vllm) against the bare call it makes: the same requests, seeds and limits.
     params = [
-        SamplingParams(n=4, temperature=1.0, top_p=1.0, max_tokens=new_tokens, seed=sampler.request_seed(p.id, 1.0))
+        SamplingParams(n=N, temperature=1.0, top_p=1.0, max_tokens=new_tokens, seed=sampler.request_seed(p.id, 1.0))
         for p in problems
     ]
     prompts = [{"prompt_token_ids": i} for i in ids]
     weights = [(k, v.to(torch.bfloat16)) for k, v in hf.state_dict().items()]  # as training streams them
-    figures: dict[str, list[float]] = {}
     tasks = {
-        "vllm_s": run_vllm,
-        "hf_s": run_hf,
-        "wrapper_s": lambda: sampler.generate(problems, [1.0], 4, max_new_tokens=new_tokens, progress=False),
-        "bare_s": lambda: sampler.llm.generate(prompts, params, use_tqdm=False),
-        "load_weights_s": lambda: sampler.load_weights(weights),
-        "reload_s": lambda: sampler.reload(model_dir),
+        "fixed_vllm": fixed_vllm,
+        "fixed_hf": fixed_hf,
+        "job_vllm": job_vllm,
+        "job_hf": job_hf,
+        "bare": lambda: sampler.llm.generate(prompts, params, use_tqdm=False),
+        "load_weights": lambda: sampler.load_weights(weights),
+        "reload": lambda: sampler.reload(model_dir),
     }
-    for fn in tasks.values():  # warm-up
-        fn()
+    hf_sample(hf, batch, 1, 2, tokenizer, ignore_eos=True)  # warm-up; the engine warmed up when it started
+    times: dict[str, list[float]] = {}
+    tokens: dict[str, list[int]] = {}
     for _ in range(repeats):  # interleaved, so drifting load on a shared machine hits every figure alike
         for key, fn in tasks.items():
-            figures.setdefault(key, []).append(timed(fn))
-    result = {key: statistics.median(v) for key, v in figures.items()}
-    tokens = n_prompts * new_tokens
-    result |= {"vllm_tok_s": tokens / result["vllm_s"], "hf_tok_s": tokens / result["hf_s"]}
+            start = time.perf_counter()
+            count = fn()
+            times.setdefault(key, []).append(time.perf_counter() - start)
+            tokens.setdefault(key, []).append(count if isinstance(count, int) else 0)
+    result: dict = {f"{key}_s": statistics.median(v) for key, v in times.items()}
+    for key in ("fixed_vllm", "fixed_hf", "job_vllm", "job_hf"):
+        result[f"{key}_tok_s"] = statistics.median(n / t for n, t in zip(tokens[key], times[key]))
     result["fresh_start_s"] = fresh_start(model_dir, repeats)
     result["distinct_by_temperature"] = distinct(sampler, problems[:8])
     return result
@@ -150,13 +165,15 @@ def report(name: str, r: dict) -> str:
     return "\n".join(
         [
             f"## {name}",
-            f"vLLM {r['vllm_tok_s']:.0f} tok/s vs transformers {r['hf_tok_s']:.0f} tok/s: "
-            f"{r['vllm_tok_s'] / r['hf_tok_s']:.2f}x",
+            f"fixed length (EOS ignored): vLLM {r['fixed_vllm_tok_s']:.0f} tok/s, transformers "
+            f"{r['fixed_hf_tok_s']:.0f} tok/s: {r['fixed_vllm_tok_s'] / r['fixed_hf_tok_s']:.2f}x",
+            f"sampling job ({N} per prompt, to EOS): vLLM via Sampler {r['job_vllm_tok_s']:.0f} tok/s, transformers "
+            f"{r['job_hf_tok_s']:.0f} tok/s: {r['job_vllm_tok_s'] / r['job_hf_tok_s']:.2f}x",
             f"in-place swap {r['load_weights_s']:.3f} s, disk reload {r['reload_s']:.3f} s, fresh engine "
             f"{r['fresh_start_s']:.2f} s: swap/fresh {r['load_weights_s'] / r['fresh_start_s']:.3f}, "
             f"reload/fresh {r['reload_s'] / r['fresh_start_s']:.3f}",
-            f"wrapper {r['wrapper_s']:.3f} s vs bare LLM.generate {r['bare_s']:.3f} s: "
-            f"overhead {100 * (r['wrapper_s'] / r['bare_s'] - 1):+.1f}%",
+            f"Sampler.generate {r['job_vllm_s']:.3f} s vs bare LLM.generate {r['bare_s']:.3f} s: "
+            f"overhead {100 * (r['job_vllm_s'] / r['bare_s'] - 1):+.1f}%",
             f"distinct of 8 samples per problem by temperature: {r['distinct_by_temperature']}",
         ]
     )

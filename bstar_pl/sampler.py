@@ -147,12 +147,14 @@ class Sampler:
     def load_weights(self, weights: Weights) -> None:
         """Swap new weights (HF checkpoint names, any float dtype) into the running engine.
 
-        Names and shapes are checked against the checkpoint before anything is loaded; a failure while
-        loading restores the previous weights from disk, so the engine stays usable either way.
+        Names and shapes are checked against the checkpoint before anything is loaded, so a bad tensor
+        leaves the engine as it was. Should loading itself fail half-way, the engine goes back to the
+        checkpoint it last read from disk (`self.path`) and stays usable.
         """
         self._awake("weights")
         weights = list(weights)
         check_weights({name: tuple(t.shape) for name, t in weights}, self.shapes, "weights", self.aliases)
+        weights = [(name, t) for name, t in weights if name not in self.aliases]  # the tensor it shares is there
         if self.in_process:
             self._reload(weights_iterator=weights)
         else:
