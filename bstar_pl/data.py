@@ -6,7 +6,6 @@ The loss sees target tokens only; prompt and padding are labelled -100.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -16,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -23,7 +23,6 @@ from bstar_pl.records import RecordError, SFTExample, from_dict, read_jsonl
 from bstar_pl.template import prompt
 
 IGNORE = -100
-log = logging.getLogger(__name__)
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, query: str) -> list[int]:
@@ -255,7 +254,9 @@ class SFTDataModule(L.LightningDataModule):
             "prompts_truncated": sum(e.prompt_cut for e in encoded),
             "targets_truncated": sum(e.target_cut for e in encoded),
         }
-        log.info("SFT data: %s", self.stats)
+        rank_zero_info(f"SFT data: {self.stats}")
+        if self.trainer.logger is not None:
+            self.trainer.logger.log_metrics({f"data/{k}": v for k, v in self.stats.items()}, self.trainer.global_step)
 
     def train_dataloader(self) -> DataLoader:
         assert self.dataset is not None
