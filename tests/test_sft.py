@@ -10,7 +10,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.strategies import ModelParallelStrategy
 from safetensors.torch import load_file
+from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bstar_pl.cli import main
@@ -35,7 +37,15 @@ class Record(L.Callback):
         self.batches.append(batch["input_ids"].sum(1).tolist())
 
 
-def trainer(steps: int, record: Record | None = None) -> L.Trainer:
+class Losses(L.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: SFTModule, out: dict, batch: dict, i: int) -> None:
+        self.losses.append(float(out["loss"]))
+
+
+def trainer(steps: int, record: L.Callback | None = None) -> L.Trainer:
     return L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -170,6 +180,38 @@ def test_activation_checkpointing_changes_memory_not_results(tiny_model_dir: Pat
         torch.testing.assert_close(a, b, msg=name)
 
 
+def test_bf16_compute_keeps_fp32_master_weights_under_fsdp2(tiny_model_dir: Path) -> None:
+    """param_dtype="bfloat16" (the GPU setting) through FSDP2's MixedPrecisionPolicy, one gloo rank."""
+    examples = arithmetic.sft_examples(arithmetic.generate("train", 16, SPEC))
+    losses = {}
+    try:
+        for dtype in ("float32", "bfloat16"):
+            L.seed_everything(0)
+            module, record = SFTModule(str(tiny_model_dir), lr=1e-3, total_steps=2, param_dtype=dtype), Losses()
+            tr = L.Trainer(
+                accelerator="cpu",
+                devices=1,
+                strategy=ModelParallelStrategy(1, 1, process_group_backend="gloo"),
+                max_epochs=-1,
+                max_steps=0,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                callbacks=[record],
+            )
+            data = SFTDataModule(micro_batch_size=4, shuffle=False, max_prompt_len=64, max_target_len=64)
+            fit_steps(tr, module, data, examples, 2)
+            losses[dtype] = record.losses
+            assert all(isinstance(p, DTensor) and p.dtype == torch.float32 for p in module.model.parameters())
+        assert [t.dtype for b in weight_buckets(module.model) for _, t in b] == [torch.bfloat16] * 39
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    assert losses["float32"] != losses["bfloat16"]
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.02)
+
+
 def test_export_writes_a_loadable_checkpoint_and_buckets(tiny_model_dir: Path, tmp_path: Path) -> None:
     module = SFTModule(str(tiny_model_dir))
     module.configure_model()
@@ -196,15 +238,9 @@ def test_sft_learns_arithmetic(tiny_model_dir: Path) -> None:
     module.configure_model()
     before = greedy_accuracy(module.model, tokenizer, test)
     data = SFTDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96)
-    losses: list[float] = []
-
-    class Losses(L.Callback):
-        def on_train_batch_end(self, trainer: L.Trainer, pl: SFTModule, out: dict, batch: dict, i: int) -> None:
-            losses.append(float(out["loss"]))
-
-    tr = trainer(0)
-    tr.callbacks.append(Losses())
-    fit_steps(tr, module, data, train, steps)
+    record = Losses()
+    fit_steps(trainer(0, record), module, data, train, steps)
+    losses = record.losses
     after = greedy_accuracy(module.model, tokenizer, test)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     print(f"loss {first:.3f} -> {last:.3f}; greedy test accuracy {before:.3f} -> {after:.3f}")
