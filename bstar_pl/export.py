@@ -5,6 +5,7 @@ Every rank must call these together: gathering a sharded tensor is a collective.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,18 +23,31 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
 
-def save_hf(model: torch.nn.Module, tokenizer_path: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+def save_hf(
+    model: torch.nn.Module,
+    tokenizer_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Write `model` as an HF checkpoint (safetensors + tokenizer) to `out`, atomically, from rank 0.
 
     All ranks gather the full weights (to CPU, on rank 0 only); the others wait at a barrier so
-    that no rank reads `out` before it is complete.
+    that no rank reads `out` before it is complete. `dtype` (e.g. bfloat16 on GPU) casts the saved
+    weights and the config's dtype, which vLLM and transformers load in; None keeps the training dtype.
     """
     out = Path(out)
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if _rank() == 0:
+        if dtype is not None:
+            state = {name: tensor.to(dtype) for name, tensor in state.items()}
         with atomic_path(out, directory=True) as tmp:
             model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
             AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(tmp)
+            if dtype is not None:
+                # save_pretrained records the live (float32) parameters' dtype; loaders go by this field.
+                config = json.loads((tmp / "config.json").read_text())
+                config["dtype"] = str(dtype).removeprefix("torch.")
+                (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if dist.is_initialized():
         dist.barrier()
     return out

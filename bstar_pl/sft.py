@@ -62,6 +62,8 @@ class SFTModule(L.LightningModule):
         freeze_embeddings / freeze_norms / freeze_lm_head: keep these weights fixed, as the
             reference code does for its policy (default off: everything trains).
         export_dir: when set, write an HF checkpoint there at the end of every fit.
+        export_dtype: dtype of that checkpoint ("bfloat16" on GPU, so vLLM serves it in bf16);
+            None: the training dtype (float32).
     """
 
     def __init__(
@@ -80,10 +82,12 @@ class SFTModule(L.LightningModule):
         freeze_norms: bool = False,
         freeze_lm_head: bool = False,
         export_dir: str | None = None,
+        export_dtype: str | None = None,
     ) -> None:
         super().__init__()
-        if param_dtype is not None and param_dtype not in DTYPES:
-            raise ValueError(f"param_dtype must be one of {sorted(DTYPES)}, got {param_dtype!r}")
+        for name, value in (("param_dtype", param_dtype), ("export_dtype", export_dtype)):
+            if value is not None and value not in DTYPES:
+                raise ValueError(f"{name} must be one of {sorted(DTYPES)}, got {value!r}")
         self.save_hyperparameters()
         self.model: torch.nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -164,7 +168,8 @@ class SFTModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         if self.hparams.export_dir:
-            save_hf(self.model, self.hparams.model_path, self.hparams.export_dir)
+            dtype = DTYPES[self.hparams.export_dtype] if self.hparams.export_dtype else None
+            save_hf(self.model, self.hparams.model_path, self.hparams.export_dir, dtype)
 
 
 def fit_steps(

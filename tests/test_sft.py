@@ -225,6 +225,10 @@ def test_export_writes_a_loadable_checkpoint_and_buckets(tiny_model_dir: Path, t
     assert set(streamed) >= set(saved)
     for name, tensor in saved.items():
         torch.testing.assert_close(streamed[name], tensor.to(torch.bfloat16), rtol=0, atol=0)
+    half = save_hf(module.model, tiny_model_dir, tmp_path / "policy_bf16", torch.bfloat16)
+    assert AutoModelForCausalLM.from_pretrained(half, dtype="auto").dtype == torch.bfloat16
+    assert load_file(half / "model.safetensors").keys() == saved.keys()
+    assert next(module.model.parameters()).dtype == torch.float32  # only the copy was cast
 
 
 @pytest.mark.slow
