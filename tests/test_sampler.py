@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ LAUNCH_SAMPLE = Path(__file__).resolve().parents[1] / "launch" / "sample.py"
 
 
 @pytest.fixture(scope="module")
-def sampler(tiny_model_dir: Path) -> Sampler:
+def sampler(tiny_model_dir: Path) -> Iterator[Sampler]:
     engine = Sampler(tiny_model_dir, dtype="float32", max_model_len=256, max_new_tokens=MAX_NEW, seed=3)
     yield engine
     del engine
