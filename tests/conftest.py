@@ -34,6 +34,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def no_rendezvous_from_earlier_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An in-process engine or trainer leaves MASTER_PORT etc. in os.environ while still listening on
+    that port; a torchrun or Lightning child inheriting them fails with EADDRINUSE. Start clean."""
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK"):
+        monkeypatch.delenv(key, raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny Llama (hidden 128, 4 layers) with a sentencepiece tokenizer, in HF format."""
