@@ -17,20 +17,16 @@ def main(argv: list[str] | None = None) -> None:
     # vLLM intermittently many times slower, and vLLM pins its threads so it cannot lower them later.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    if argv[:1] == ["sft"]:
-        try:
-            sft_cli(argv[1:])
-        except RecordError as e:
-            sys.exit(f"error: {e}")
-        return
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    from bstar_pl.demo import demo
-    from bstar_pl.tasks.arithmetic import write_splits
-    from bstar_pl.tiny import make_tiny
-
-    commands = {"make-tiny": make_tiny, "make-data": write_splits, "demo": demo}
     try:
-        CLI(commands, args=argv, as_positional=False)
+        if argv[:1] == ["sft"]:
+            sft_cli(argv[1:])
+            return
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        from bstar_pl.demo import demo
+        from bstar_pl.tasks.arithmetic import write_splits
+        from bstar_pl.tiny import make_tiny
+
+        CLI({"make-tiny": make_tiny, "make-data": write_splits, "demo": demo}, args=argv, as_positional=False)
     except RecordError as e:
         sys.exit(f"error: {e}")
 
