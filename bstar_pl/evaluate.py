@@ -8,14 +8,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from bstar_pl.records import Problem, Sample
+from bstar_pl.records import Problem, Sample, temperature_key
 
 Grader = Callable[[str, Problem], bool]
-
-
-def temperature_key(t: float) -> str:
-    """Every table keyed by temperature uses this one spelling (the reference mixed two)."""
-    return f"{t:.2f}"
 
 
 def sample_metrics(

@@ -57,6 +57,11 @@ class Sample:
         return self.finish_reason == "length"
 
 
+def temperature_key(t: float) -> str:
+    """The one spelling of a temperature wherever one keys a table or a seed (the reference mixed two)."""
+    return f"{t:.2f}"
+
+
 @dataclass(frozen=True)
 class Scored:
     """A sample with its reward: r = 1[correct] + min(step_scores) / 5 (no PRM: step_scores empty)."""

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
 from bstar_pl.data import prompt_ids
-from bstar_pl.records import Problem, Sample
+from bstar_pl.records import Problem, Sample, temperature_key
 
 Weights = Iterable[tuple[str, torch.Tensor]]
 
@@ -88,7 +88,7 @@ class Sampler:
 
         vLLM gives sample i of a request the seed `seed + i`, so samples are reproducible one by one.
         """
-        digest = hashlib.sha256(f"{self.seed}/{problem_id}/{temperature:.4f}".encode()).digest()
+        digest = hashlib.sha256(f"{self.seed}/{problem_id}/{temperature_key(temperature)}".encode()).digest()
         return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
     def generate(
@@ -113,7 +113,7 @@ class Sampler:
             raise ValueError(f"need n >= 1 and at least one temperature, got n={n}, temperatures={temperatures}")
         if any(t < 0 for t in temperatures) or (0 in temperatures and n > 1):
             raise ValueError(f"temperatures must be >= 0, and 0 (greedy) takes n = 1; got {temperatures}, n={n}")
-        if len({f"{t:.4f}" for t in temperatures}) < len(temperatures):
+        if len({temperature_key(t) for t in temperatures}) < len(temperatures):
             raise ValueError(f"temperatures repeat (they would share seeds): {temperatures}")
         if len({p.id for p in problems}) < len(problems):
             raise ValueError("problem ids repeat: samples are keyed and seeded by problem id")
