@@ -33,6 +33,8 @@ class Problem:
     question: str = field(metadata=NONEMPTY)
     answer: str = field(metadata=NONEMPTY)
     solution: str = ""
+    # Task-specific data the grader or the report needs (MATH level and subject, APPS tests, ...).
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,10 @@ def _check(hint: Any, value: Any, key: str) -> Any:
         origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, prefix=f"{key}.")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"field {key!r}: expected an object, got {_json_type(value)}")
+        return value
     if origin is list:
         if not isinstance(value, list):
             raise ValueError(f"field {key!r}: expected a list, got {_json_type(value)}")
