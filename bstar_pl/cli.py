@@ -1,4 +1,4 @@
-"""The `bstar-pl` command: `sft fit` (LightningCLI), `demo`, and the small tools behind them."""
+"""The `bstar-pl` command: `sft fit` (LightningCLI), `iterate` (the B-STaR loop), `demo`, and small tools."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 from jsonargparse import CLI
 
+from bstar_pl.config import ConfigError
 from bstar_pl.records import RecordError
 
 
@@ -21,13 +22,19 @@ def main(argv: list[str] | None = None) -> None:
         if argv[:1] == ["sft"]:
             sft_cli(argv[1:])
             return
+        if argv[:1] == ["iterate"]:
+            from bstar_pl.config import Config
+            from bstar_pl.driver import iterate
+
+            iterate(CLI(Config, args=argv[1:], as_positional=False))
+            return
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from bstar_pl.demo import demo
         from bstar_pl.tasks.arithmetic import write_splits
         from bstar_pl.tiny import make_tiny
 
         CLI({"make-tiny": make_tiny, "make-data": write_splits, "demo": demo}, args=argv, as_positional=False)
-    except RecordError as e:
+    except (RecordError, ConfigError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -141,6 +141,7 @@ class StepSampler(DistributedSampler):
         steps: int | None,
         seed: int,
         shuffle: bool,
+        window: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(lengths, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.lengths, self.micro, self.accumulate = lengths, micro_batch_size, accumulate
@@ -148,13 +149,20 @@ class StepSampler(DistributedSampler):
         self.steps = len(lengths) // step_size if steps is None else steps
         if self.steps < 1:
             raise ValueError(f"{len(lengths)} examples do not fill one step batch of {step_size}")
+        self.window = window or (0, self.steps)
+        if not 0 <= self.window[0] < self.window[1] <= self.steps:
+            raise ValueError(f"window {self.window} is not a non-empty part of {self.steps} steps")
 
     def step_batches(self) -> list[list[int]]:
-        """All ranks' step batches of the current epoch."""
+        """All ranks' step batches of the current epoch, or of the window of the one fixed stream."""
         size = self.micro * self.num_replicas * self.accumulate
         if not self.shuffle:
-            return [[(s * size + j) % len(self.lengths) for j in range(size)] for s in range(self.steps)]
-        return step_batches(self.lengths, size, self.steps, seed=self.seed + 7919 * self.epoch)
+            batches = [[(s * size + j) % len(self.lengths) for j in range(size)] for s in range(self.steps)]
+        else:
+            # A window is one part of a stream trained in several fits: the order must not change per fit.
+            epoch = 0 if self.window != (0, self.steps) else self.epoch
+            batches = step_batches(self.lengths, size, self.steps, seed=self.seed + 7919 * epoch)
+        return batches[self.window[0] : self.window[1]]
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.step_batches():
@@ -163,7 +171,7 @@ class StepSampler(DistributedSampler):
                 yield batch[k : k + self.micro]
 
     def __len__(self) -> int:
-        return self.steps * self.accumulate
+        return (self.window[1] - self.window[0]) * self.accumulate
 
 
 class Tokenised(torch.utils.data.Dataset):
@@ -228,13 +236,24 @@ class SFTDataModule(L.LightningDataModule):
             max_target_len,
         )
         self.steps, self.shuffle, self.seed = steps, shuffle, seed
+        self.window: tuple[int, int] | None = None
         self.examples: list[SFTExample] | None = None
         self.dataset: Tokenised | None = None
         self.stats: dict[str, int] = {}
 
-    def set_examples(self, examples: list[SFTExample], steps: int | None = None) -> None:
-        """Train the next fit on `examples` (the driver's new selected data), `steps` optimizer steps."""
-        self.examples, self.dataset, self.steps = examples, None, steps if steps is not None else self.steps
+    def set_examples(
+        self, examples: list[SFTExample], steps: int | None = None, window: tuple[int, int] | None = None
+    ) -> None:
+        """Train the next fit on `examples` (the driver's new selected data), `steps` optimizer steps.
+
+        `window` = (start, stop) trains only steps start … stop - 1 of that stream, so a long stream can
+        be trained in several fits (a checkpoint after each) with the batches of one uninterrupted fit.
+        The examples are tokenised again only when they change.
+        """
+        if examples is not self.examples:
+            self.examples, self.dataset = examples, None
+        self.steps = steps if steps is not None else self.steps
+        self.window = window
 
     def setup(self, stage: str) -> None:
         """Tokenise once per data set; log how many prompts and targets were truncated."""
@@ -270,6 +289,7 @@ class SFTDataModule(L.LightningDataModule):
             self.steps,
             self.seed,
             self.shuffle,
+            self.window,
         )
         return DataLoader(self.dataset, sampler=sampler, batch_size=None)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from bstar_pl.records import Problem, Sample, temperature_key
+from bstar_pl.records import Problem, Sample, Selected, temperature_key
 
 Grader = Callable[[str, Problem], bool]
 
@@ -62,3 +62,43 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
     for key, row in table.items():
         lines.append("  ".join([key, *(f"{row[c]:>14.3f}" if c != "problems" else f"{row[c]:>14}" for c in columns)]))
     return "\n".join(lines)
+
+
+def selection_metrics(
+    selected: Sequence[Selected],
+    problems: dict[str, Problem],
+    grade: Grader,
+    check: Grader | None,
+    n_star: int,
+) -> dict[str, float]:
+    """What an iteration trains on: size, answer accuracy, share with every step right (where the task
+    can check steps), queries covered, distinct correct responses and distinct equations per covered
+    query, and the balance score of exactly this data (n* = `n_star`)."""
+    per_query: dict[str, list[tuple[str, bool]]] = defaultdict(list)
+    for s in selected:
+        per_query[s.problem_id].append((s.output, grade(s.output, problems[s.problem_id])))
+    size = len(selected)
+    correct = sum(ok for rows in per_query.values() for _, ok in rows)
+    balance = unique = equations = 0.0
+    for rows in per_query.values():
+        good = [text for text, ok in rows if ok]
+        unique += len(set(good))
+        balance += min(len(set(good)) / n_star, 1.0) * len(set(good)) / len(rows)
+        equations += len({_normal(step) for text in good for step in text.split("\n") if "=" in step})
+    covered = max(len(per_query), 1)
+    metrics = {
+        "size": size,
+        "queries": len(per_query),
+        "accuracy": correct / size if size else 0.0,
+        "unique_correct_per_query": unique / covered,
+        "distinct_equations_per_query": equations / covered,
+        "balance_score": balance / covered,
+    }
+    if check is not None:
+        clean = sum(check(s.output, problems[s.problem_id]) for s in selected)
+        metrics["wrong_steps"] = (correct - clean) / size if size else 0.0
+    return metrics
+
+
+def _normal(step: str) -> str:
+    return "".join(step.split())

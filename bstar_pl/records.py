@@ -72,6 +72,7 @@ class Scored:
     correct: bool
     reward: float
     step_scores: list[float] = field(default_factory=list)
+    aligned: bool = True
 
 
 @dataclass(frozen=True)

@@ -144,12 +144,13 @@ class Sampler:
                 samples.append(Sample(problem.id, float(t), c.index, c.text, len(c.token_ids), c.finish_reason))
         return samples if shards == 1 else _gather(samples, problems, shards, self.tensor_parallel_size)
 
-    def load_weights(self, weights: Weights) -> None:
+    def load_weights(self, weights: Weights, source: str | os.PathLike[str] | None = None) -> None:
         """Swap new weights (HF checkpoint names, any float dtype) into the running engine.
 
         Names and shapes are checked against the checkpoint before anything is loaded, so a bad tensor
         leaves the engine as it was. Should loading itself fail half-way, the engine goes back to the
-        checkpoint it last read from disk (`self.path`) and stays usable.
+        checkpoint it last read from disk (`self.path`) and stays usable. `source`, when the same
+        weights are also saved as an HF directory, becomes that restore point after a successful swap.
         """
         self._awake("weights")
         weights = list(weights)
@@ -161,6 +162,8 @@ class Sampler:
             with tempfile.TemporaryDirectory(prefix="bstar-weights-") as tmp:
                 save_file({name: t.contiguous() for name, t in weights}, str(Path(tmp) / "model.safetensors"))
                 self._reload(weights_path=tmp)
+        if source is not None:
+            self.path = Path(source)
 
     def reload(self, path: str | os.PathLike[str]) -> None:
         """Load the weights of the HF checkpoint at `path` (same architecture) into the running engine."""

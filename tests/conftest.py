@@ -60,3 +60,32 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not found")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def sft_policy(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, Path]:
+    """(policy, data): the tiny model fine-tuned for 150 steps on the arithmetic task's SFT split (about a
+    minute), and the task's files. Its answers are well formed and right often enough for selection."""
+    import lightning as L
+
+    from bstar_pl.data import SFTDataModule
+    from bstar_pl.sft import SFTModule
+    from bstar_pl.tasks.arithmetic import write_splits
+
+    root = tmp_path_factory.mktemp("sft_policy")
+    write_splits(root / "data", n_sft=2000, n_pool=200, n_dev=50, n_test=200)
+    L.seed_everything(0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=150,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    policy = root / "policy"
+    module = SFTModule(str(tiny_model_dir), lr=1e-3, lr_min=1e-4, warmup_steps=10, export_dir=str(policy))
+    data = SFTDataModule(str(root / "data" / "sft.jsonl"), micro_batch_size=32, max_prompt_len=64, max_target_len=96)
+    trainer.fit(module, datamodule=data)
+    return policy, root / "data"

@@ -107,3 +107,20 @@ def test_length_grouping_keeps_padding_waste_low(tokenizer: PreTrainedTokenizerB
     grouped_waste = padding_waste([[lengths[i] for i in b] for b in grouped])
     shuffled_waste = padding_waste([[lengths[i] for i in b] for b in shuffled])
     assert grouped_waste < 0.05 < shuffled_waste, (grouped_waste, shuffled_waste)
+
+
+def test_windows_of_a_stream_concatenate_to_the_stream() -> None:
+    """Training a stream in fits of a few steps each (a checkpoint after each) sees the same batches."""
+    lengths = [random.Random(i).randint(5, 50) for i in range(60)]
+    args = {"lengths": lengths, "micro_batch_size": 4, "num_replicas": 1, "rank": 0, "accumulate": 1}
+    whole = StepSampler(steps=10, seed=1, shuffle=True, **args)
+    whole.set_epoch(3)  # a window ignores the epoch; the whole stream is epoch-dependent
+    parts = []
+    for start in range(0, 10, 4):
+        part = StepSampler(steps=10, seed=1, shuffle=True, window=(start, min(start + 4, 10)), **args)
+        part.set_epoch(start)
+        parts += list(part)
+    whole.set_epoch(0)
+    assert parts == list(whole) and len(parts) == 10
+    with pytest.raises(ValueError, match="window"):
+        StepSampler(steps=10, seed=1, shuffle=True, window=(8, 12), **args)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bstar_pl.records import Problem, SFTExample, write_jsonl
+from bstar_pl.records import Problem, SFTExample, read_jsonl, write_jsonl
 from bstar_pl.template import solution, split_response
 
 SPLITS = ("train", "dev", "test")
@@ -200,3 +200,8 @@ def _format(operands: list[int], ops: list[str]) -> str:
 def _parse(question: str) -> tuple[list[int], list[str]]:
     tokens = question.removeprefix("What is ").removesuffix("?").split()
     return [int(t) for t in tokens[::2]], tokens[1::2]
+
+
+def load(source: str | os.PathLike[str], limit: int | None = None) -> list[Problem]:
+    """Problems of a JSON-lines file written by `write_splits` (the first `limit` of them)."""
+    return read_jsonl(source, Problem)[:limit]

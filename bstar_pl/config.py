@@ -1,0 +1,197 @@
+"""The iteration driver's configuration: one YAML file, `bstar-pl iterate --config FILE`.
+
+Defaults are the paper's (Mistral-7B on MATH); configs/iterate/ holds the runs. `check` validates
+everything that can be checked before any work starts, so a typo never costs an hour of sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from bstar_pl.tasks import NAMES
+
+Mode = Literal["bstar", "online_rft", "iterative_rft", "rest_em", "control"]
+# Modes that keep one optimizer and one LR schedule over all iterations.
+CONTINUING = ("bstar", "online_rft", "control")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the field."""
+
+
+@dataclass
+class Grid:
+    """An inclusive grid start, start + step, …, stop."""
+
+    start: float
+    stop: float
+    step: float
+
+    def values(self) -> list[float]:
+        from bstar_pl.balance import grid
+
+        return grid(self.start, self.stop, self.step)
+
+
+@dataclass
+class Data:
+    """Args:
+    task: one of bstar_pl.tasks.NAMES; grades responses and loads the files below.
+    pool: the queries sampled and trained on each iteration (M of them).
+    pool_size: use the first this many pool queries (None: all).
+    search: the fixed queries on which (t, τ) is searched; default: the first queries of the pool.
+    search_size: how many search queries (paper: 600).
+    tests: name -> problems file, evaluated greedily after every iteration.
+    sft: the SFT data, trained on by the `control` mode (same steps, no self-generated data).
+    """
+
+    task: str = "math"
+    pool: Path = Path("data/pool.jsonl")
+    pool_size: int | None = None
+    search: Path | None = None
+    search_size: int = 600
+    tests: dict[str, Path] = field(default_factory=dict)
+    sft: Path | None = None
+
+
+@dataclass
+class Search:
+    """The (temperature, threshold) grid searched by the balance score (paper: 0.5…1.2 by 0.05, -1…1 by 0.01),
+    with `samples` responses per search query at every temperature."""
+
+    temperatures: Grid = field(default_factory=lambda: Grid(0.5, 1.2, 0.05))
+    thresholds: Grid = field(default_factory=lambda: Grid(-1.0, 1.0, 0.01))
+    samples: int = 64
+
+
+@dataclass
+class Selection:
+    """Args:
+    n_target: responses to select per iteration, N (paper: 67,500).
+    n_star: distinct correct responses per query that count as enough; None: ceil(N / M).
+    temperature / threshold: the fixed (t, τ) of the baselines (Online RFT: 1.0, 0.0).
+    inject_gold: add each problem's reference solution to its candidates with reward 1.0, as the
+        reference code always did; off by default, since it is not self-generated data.
+    drop_unaligned: leave out responses whose steps the PRM could not score.
+    """
+
+    n_target: int = 67_500
+    n_star: int | None = None
+    temperature: float = 1.0
+    threshold: float = 0.0
+    inject_gold: bool = False
+    drop_unaligned: bool = True
+
+
+@dataclass
+class Reward:
+    """r = 1[correct] + weight · PRM solution score ("min", "last" or "prod" of its step scores);
+    without a PRM (`prm: null`), r = 1[correct]."""
+
+    prm: Path | None = None
+    aggregate: Literal["min", "last", "prod"] = "min"
+    weight: float = 0.2
+    batch_tokens: int = 16_384
+
+
+@dataclass
+class Sampling:
+    """The vLLM engine and the per-iteration sample (paper: 64 samples, 768 new tokens)."""
+
+    samples: int = 64
+    max_new_tokens: int = 768
+    max_model_len: int = 2048
+    dtype: str = "auto"
+    gpu_memory_utilization: float = 0.85
+    tensor_parallel_size: int = 1
+    enable_sleep_mode: bool = False
+
+
+@dataclass
+class Train:
+    """Args:
+    steps: optimizer steps per iteration (paper: 500 at batch 128).
+    micro_batch_size / accumulate: batch per rank per pass; step batch = micro × ranks × accumulate.
+    lr / lr_min / warmup_steps: peak, floor and warmup of the cosine schedule, which spans all
+        iterations in the continuing modes and one iteration otherwise (paper: 4.12e-6 -> 2e-7).
+    checkpoint_every: steps between checkpoints inside an iteration (the resume points).
+    """
+
+    steps: int = 500
+    micro_batch_size: int = 4
+    accumulate: int = 32
+    lr: float = 4.12e-6
+    lr_min: float = 2e-7
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    gradient_clip: float = 1.0
+    max_prompt_len: int = 768
+    max_target_len: int = 768
+    checkpoint_every: int = 100
+    accelerator: str = "auto"
+    param_dtype: str | None = None
+    export_dtype: str | None = None
+    activation_checkpointing: bool = False
+
+
+@dataclass
+class Config:
+    """A B-STaR run (or a baseline) from an initial policy.
+
+    Args:
+        out: the run directory; re-running the same command resumes it.
+        policy: the initial policy P0, an HF model directory (an SFT model in the paper).
+        mode: bstar (search t, τ every iteration), online_rft (fixed t, τ; weights, optimizer and
+            schedule carry over), iterative_rft (weights only carry over), rest_em (every iteration
+            trains from P0), control (trains on the SFT data for the same steps).
+        iterations: how many (paper: 9).
+        seed: seeds sampling, data order and ties in selection.
+    """
+
+    out: Path = Path("runs/iterate")
+    policy: Path = Path("model")
+    mode: Mode = "bstar"
+    iterations: int = 9
+    seed: int = 0
+    data: Data = field(default_factory=Data)
+    search: Search = field(default_factory=Search)
+    selection: Selection = field(default_factory=Selection)
+    reward: Reward = field(default_factory=Reward)
+    sampling: Sampling = field(default_factory=Sampling)
+    train: Train = field(default_factory=Train)
+
+
+def check(cfg: Config) -> None:
+    """Raise ConfigError naming the first field that cannot work; touch nothing."""
+
+    def need(ok: bool, field_name: str, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"config field {field_name!r}: {why}")
+
+    need(cfg.iterations >= 1, "iterations", f"must be >= 1, got {cfg.iterations}")
+    need(cfg.data.task in NAMES, "data.task", f"unknown task {cfg.data.task!r}; expected one of {NAMES}")
+    need((cfg.policy / "config.json").is_file(), "policy", f"{cfg.policy} is not an HF model directory")
+    files = {"data.pool": cfg.data.pool, "data.search": cfg.data.search, "reward.prm": cfg.reward.prm}
+    files.update({f"data.tests.{k}": v for k, v in cfg.data.tests.items()})
+    if cfg.mode == "control":
+        need(cfg.data.sft is not None, "data.sft", "the control mode trains on the SFT data: give its file")
+        files["data.sft"] = cfg.data.sft
+    for name, path in files.items():
+        need(path is None or path.exists(), name, f"{path} does not exist")
+    for name, value in (("data.pool_size", cfg.data.pool_size), ("data.search_size", cfg.data.search_size)):
+        need(value is None or value >= 1, name, f"must be >= 1, got {value}")
+    for name, g in (("search.temperatures", cfg.search.temperatures), ("search.thresholds", cfg.search.thresholds)):
+        need(g.step > 0 and g.stop >= g.start, name, f"empty grid {g}")
+    need(cfg.search.temperatures.start > 0, "search.temperatures", "temperatures must be > 0 (0 is greedy)")
+    need(cfg.selection.temperature > 0, "selection.temperature", f"must be > 0, got {cfg.selection.temperature}")
+    need(cfg.search.samples >= 1, "search.samples", "must be >= 1")
+    need(cfg.sampling.samples >= 1, "sampling.samples", "must be >= 1")
+    need(cfg.selection.n_target >= 1, "selection.n_target", "must be >= 1")
+    need(cfg.selection.n_star is None or cfg.selection.n_star >= 1, "selection.n_star", "must be >= 1")
+    need(cfg.reward.weight >= 0, "reward.weight", "must be >= 0")
+    for name in ("steps", "micro_batch_size", "accumulate", "checkpoint_every"):
+        need(getattr(cfg.train, name) >= 1, f"train.{name}", "must be >= 1")
+    need(0 < cfg.train.lr_min <= cfg.train.lr, "train.lr_min", "need 0 < lr_min <= lr")
+

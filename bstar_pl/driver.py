@@ -1,0 +1,349 @@
+"""The B-STaR loop (DESIGN.md §1) as a hybrid: each rank's process holds a vLLM engine and a Lightning trainer.
+
+    for each iteration i = 1 … I, from the policy P_{i-1}:
+        search    (t_i, τ_i) by the balance score on the search queries   -> search.json
+        sample    k responses per pool query at t_i                      -> samples.jsonl
+        score     r = 1[correct] (+ PRM solution score / 5)               -> scored.jsonl
+        select    r > τ_i, distinct texts, best first, until N           -> selected.jsonl
+        train     the policy on the selected data, new weights into the engine in place -> policy/
+        evaluate  the new policy on the test sets                        -> metrics.json
+
+Every artefact is written to a temporary name and renamed; a phase whose artefact exists is read back
+instead of recomputed, so re-running the same command resumes a killed run where it stopped (training
+from its last checkpoint). Every rank computes every phase alike (the engine shards sampling over ranks);
+rank 0 writes. The run directory must be on a file system that all ranks share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from bstar_pl import balance, tasks
+from bstar_pl.atomic import atomic_write_text
+from bstar_pl.config import Config, ConfigError, check
+from bstar_pl.data import load_examples
+from bstar_pl.evaluate import sample_metrics, selection_metrics
+from bstar_pl.monitor import log_iteration
+from bstar_pl.records import Problem, Sample, Scored, Selected, SFTExample, read_jsonl, write_jsonl
+from bstar_pl.sampler import Sampler
+from bstar_pl.scoring import score_samples
+from bstar_pl.training import PolicyTrainer, world_size
+
+T = TypeVar("T")
+
+
+def iterate(cfg: Config) -> list[dict[str, Any]]:
+    """Run (or resume) the loop; return every iteration's metrics, iteration 0 being P0 itself."""
+    check(cfg)
+    init_distributed()
+    remember(cfg)
+    task = tasks.get(cfg.data.task)
+    pool = task.load(cfg.data.pool, limit=cfg.data.pool_size)
+    search_queries = task.load(cfg.data.search or cfg.data.pool, limit=cfg.data.search_size)
+    tests = {name: task.load(path) for name, path in cfg.data.tests.items()}
+    n_star = cfg.selection.n_star or balance.n_star(cfg.selection.n_target, len(pool))
+    run = Run(cfg, task)
+
+    history = [run.evaluate(0, tests)]
+    history += [run.iteration(i, pool, search_queries, tests, n_star) for i in range(1, cfg.iterations + 1)]
+    run.say(summary(history))
+    return history
+
+
+class Run:
+    """The state one process carries through the loop: the engine, the trainer, the PRM, timings."""
+
+    def __init__(self, cfg: Config, task: Any) -> None:
+        self.cfg, self.task = cfg, task
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.sampler: Sampler | None = None
+        self.serving: Path | None = None  # the policy whose weights the engine holds
+        self.trainer = PolicyTrainer(cfg)
+        self.prm: Any = None
+        self.seconds: dict[str, float] = {}
+
+    def folder(self, i: int) -> Path:
+        return self.cfg.out / f"iter_{i:02d}"
+
+    def policy(self, i: int) -> Path:
+        return self.cfg.policy if i == 0 else self.folder(i) / "policy"
+
+    def iteration(
+        self,
+        i: int,
+        pool: list[Problem],
+        search_queries: list[Problem],
+        tests: dict[str, list[Problem]],
+        n_star: int,
+    ) -> dict[str, Any]:
+        """Iteration i: from P_{i-1} to P_i, each phase read back if its artefact exists."""
+        folder = self.folder(i)
+        if (folder / "metrics.json").exists():
+            return json.loads((folder / "metrics.json").read_text())
+        previous = self.policy(i - 1)
+        if self.cfg.mode == "control":
+            search: dict[str, Any] = {}
+            examples = load_examples(self.cfg.data.sft)
+            stats: dict[str, Any] = {"selected": {"size": len(examples)}}
+        else:
+            search = self.phase(folder / "search.json", lambda: self.search(i, search_queries, n_star, previous))
+            t, tau = search["temperature"], search["threshold"]
+            samples = self.phase(folder / "samples.jsonl", lambda: self.sample(i, pool, t, previous), Sample)
+            scored = self.phase(folder / "scored.jsonl", lambda: self.score(pool, samples), Scored)
+            selected = self.phase(folder / "selected.jsonl", lambda: self.select(i, pool, scored, tau), Selected)
+            if not selected:
+                raise RuntimeError(f"iteration {i}: no response has reward > {tau}; nothing to train on")
+            examples = [SFTExample(s.query, s.output) for s in selected]
+            stats = {"temperature": t, "threshold": tau, **self.describe(pool, scored, selected, n_star)}
+        if not (folder / "policy" / "config.json").exists():
+            self.train(i, examples, previous)
+        return self.evaluate(i, tests, stats, search)
+
+    # Phases -------------------------------------------------------------------------------------
+
+    def search(self, i: int, queries: list[Problem], n_star: int, policy: Path) -> dict[str, Any]:
+        """(t, τ) of this iteration: the grid's best balance score (B-STaR) or the fixed pair."""
+        if self.cfg.mode != "bstar":
+            return {"temperature": self.cfg.selection.temperature, "threshold": self.cfg.selection.threshold}
+        temperatures = self.cfg.search.temperatures.values()
+        thresholds = self.cfg.search.thresholds.values()
+        self.say(f"[iter {i}] search: {len(queries)} queries x {len(temperatures)} temperatures")
+        samples = self.generate(policy, queries, temperatures, self.cfg.search.samples, seed=(i, "search"))
+        scored = self.score(queries, samples)
+        per_t = [self.candidates(i, [s for s in scored if s.sample.temperature == t], queries) for t in temperatures]
+        target = n_star * len(queries)  # the pool's N, scaled to the search queries
+        result = balance.search(per_t, temperatures, thresholds, target, n_star)
+        self.say(f"[iter {i}] search: t={result.temperature} τ={result.threshold} balance={result.score:.4f}")
+        return {
+            "temperature": result.temperature,
+            "threshold": result.threshold,
+            "balance_score": result.score,
+            "best": list(result.best),
+            "temperatures": temperatures,
+            "thresholds": thresholds,
+            "scores": result.scores.round(6).tolist(),
+        }
+
+    def sample(self, i: int, pool: list[Problem], t: float, policy: Path) -> list[Sample]:
+        self.say(f"[iter {i}] sample: {len(pool)} queries x {self.cfg.sampling.samples} at t={t}")
+        return self.generate(policy, pool, [t], self.cfg.sampling.samples, seed=(i, "pool"))
+
+    def score(self, problems: list[Problem], samples: list[Sample]) -> list[Scored]:
+        self.say(f"score: {len(samples)} responses")
+        started = time.perf_counter()
+        r = self.cfg.reward
+        scored = score_samples(problems, samples, self.task.is_correct, self.load_prm(), r.aggregate, r.weight)
+        self.seconds["score"] = self.seconds.get("score", 0.0) + time.perf_counter() - started
+        return scored
+
+    def select(self, i: int, pool: list[Problem], scored: list[Scored], tau: float) -> list[Selected]:
+        """The selection rule of balance.py over this iteration's pool samples."""
+        started = time.perf_counter()
+        candidates = list(scored)
+        if self.cfg.selection.inject_gold:
+            candidates += [Scored(Sample(p.id, 0.0, 0, p.solution, 0, "stop"), True, 1.0) for p in pool if p.solution]
+        cands = self.candidates(i, candidates, pool)
+        by_id = {p.id: p for p in pool}
+        chosen = [candidates[k] for k in balance.select(cands, tau, self.cfg.selection.n_target)]
+        self.seconds["select"] = time.perf_counter() - started
+        self.say(f"[iter {i}] select: {len(chosen)} responses with reward > {tau}")
+        return [
+            Selected(s.sample.problem_id, by_id[s.sample.problem_id].question, s.sample.text, s.reward) for s in chosen
+        ]
+
+    def train(self, i: int, examples: list[SFTExample], previous: Path) -> None:
+        self.say(f"[iter {i}] train: {self.cfg.train.steps} steps on {len(examples)} examples")
+        started = time.perf_counter()
+        if self.sampler is not None and self.sampler.sleep_mode:
+            self.sampler.sleep()
+        self.trainer.train(i, examples, previous)
+        self.trainer.export(self.policy(i), self.sampler)
+        if self.sampler is not None:
+            self.serving = self.policy(i)
+        self.seconds["train"] = time.perf_counter() - started
+
+    def evaluate(
+        self, i: int, tests: dict[str, list[Problem]], extra: dict[str, Any] | None = None, search: Any = None
+    ) -> dict[str, Any]:
+        """Greedy accuracy of P_i on every test set; with the iteration's other figures -> metrics.json."""
+        path = self.folder(i) / "metrics.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        check_steps = getattr(self.task, "check_steps", None)
+        metrics: dict[str, Any] = {"iteration": i, "mode": self.cfg.mode, **(extra or {})}
+        if search and "balance_score" in search:
+            metrics["search"] = {"threshold": search["threshold"], "balance_score": search["balance_score"]}
+        for name, problems in tests.items():
+            file = self.folder(i) / f"test_{name}.jsonl"
+            samples = self.phase(file, lambda p=problems: self.generate(self.policy(i), p, [0.0], 1), Sample)
+            metrics.setdefault("test", {})[name] = sample_metrics(problems, samples, self.task.is_correct, check_steps)[
+                "0.00"
+            ]
+        timings = self.folder(i) / "timings.json"
+        if self.seconds:
+            earlier = json.loads(timings.read_text()) if timings.exists() else {}
+            self.write(timings, json.dumps({**earlier, **self.seconds}, indent=2) + "\n")
+            self.seconds = {}
+        if timings.exists():
+            metrics["seconds"] = json.loads(timings.read_text())
+        self.write(path, json.dumps(metrics, indent=2) + "\n")
+        if self.rank == 0:
+            log_iteration(self.cfg.out / "tb" / "iterations", i, metrics, search)
+        return metrics
+
+    # Helpers ------------------------------------------------------------------------------------
+
+    def generate(
+        self, policy: Path, problems: list[Problem], temperatures: list[float], n: int, seed: tuple[int, str] = (0, "")
+    ) -> list[Sample]:
+        """Sample from `policy`, starting the engine or loading those weights first when needed."""
+        s = self.cfg.sampling
+        if self.sampler is None:
+            self.sampler = Sampler(
+                policy,
+                dtype=s.dtype,
+                max_model_len=s.max_model_len,
+                max_new_tokens=s.max_new_tokens,
+                tensor_parallel_size=s.tensor_parallel_size,
+                gpu_memory_utilization=s.gpu_memory_utilization,
+                enable_sleep_mode=s.enable_sleep_mode,
+                seed=self.cfg.seed,
+                distributed_executor_backend="external_launcher" if world_size() > 1 else None,
+            )
+            self.serving = policy
+        elif self.serving != policy:
+            self.sampler.reload(policy)
+            self.serving = policy
+        self.sampler.seed = derived_seed(self.cfg.seed, *seed)
+        started = time.perf_counter()
+        samples = self.sampler.generate(problems, temperatures, n)
+        elapsed = time.perf_counter() - started
+        name = seed[1] or "test"
+        self.seconds[f"sample_{name}"] = self.seconds.get(f"sample_{name}", 0.0) + elapsed
+        tokens = sum(x.n_tokens for x in samples)
+        self.seconds[f"sample_{name}_tokens_per_s"] = tokens / elapsed if elapsed > 0 else 0.0
+        return samples
+
+    def candidates(self, i: int, scored: list[Scored], queries: list[Problem]) -> balance.Candidates:
+        """Rows for balance.py; cut-off responses never count (they lack an end, and training on them
+        would teach the policy to stop mid-solution), nor, if so configured, unscorable ones."""
+        keep = [s for s in scored if not s.sample.truncated and (s.aligned or not self.cfg.selection.drop_unaligned)]
+        index = {id(s): k for k, s in enumerate(scored)}
+        cands = balance.candidates(
+            [s.sample.problem_id for s in keep],
+            [s.sample.text for s in keep],
+            [s.reward for s in keep],
+            [s.correct for s in keep],
+            seed=derived_seed(self.cfg.seed, i, "select"),
+            queries=[q.id for q in queries],
+        )
+        # Point the rows at `scored`, the list the caller holds, rather than at `keep`.
+        remap = np.array([index[id(s)] for s in keep], dtype=np.int64)
+        return dataclasses.replace(cands, index=np.where(cands.index >= 0, remap[cands.index], -1))
+
+    def describe(
+        self, pool: list[Problem], scored: list[Scored], selected: list[Selected], n_star: int
+    ) -> dict[str, Any]:
+        """Figures of the pool sample and of the selected data, for metrics.json and TensorBoard."""
+        check_steps = getattr(self.task, "check_steps", None)
+        samples = [s.sample for s in scored]
+        pool_metrics = sample_metrics(pool, samples, self.task.is_correct, check_steps)
+        by_id = {p.id: p for p in pool}
+        return {
+            "pool": next(iter(pool_metrics.values())) if pool_metrics else {},
+            "selected": selection_metrics(selected, by_id, self.task.is_correct, check_steps, n_star),
+        }
+
+    def load_prm(self) -> Any:
+        if self.cfg.reward.prm is not None and self.prm is None:
+            from bstar_pl.scoring import PRMScorer
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            batch = self.cfg.reward.batch_tokens
+            self.prm = PRMScorer.from_dir(self.cfg.reward.prm, device=device, max_batch_tokens=batch)
+        return self.prm
+
+    def phase(self, path: Path, compute: Callable[[], T], record: type | None = None) -> T:
+        """Read the artefact at `path` if it exists; else compute it (every rank) and write it (rank 0)."""
+        if path.exists():
+            return read_jsonl(path, record) if record else json.loads(path.read_text())
+        value = compute()
+        if self.rank == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if record:
+                write_jsonl(path, value)
+            else:
+                atomic_write_text(path, json.dumps(value, indent=1) + "\n")
+        barrier()
+        return value
+
+    def write(self, path: Path, text: str) -> None:
+        if self.rank == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text)
+        barrier()
+
+    def say(self, message: str) -> None:
+        if self.rank == 0:
+            print(message, flush=True)
+
+
+def derived_seed(seed: int, iteration: int, purpose: str) -> int:
+    """A seed per (run seed, iteration, purpose): iterations and phases never repeat each other's draws."""
+    digest = hashlib.sha256(f"{seed}/{iteration}/{purpose}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def init_distributed() -> None:
+    """Under torchrun: join the process group before the engine starts (vLLM would otherwise make a
+    world of its own, of size 1, and the trainer's device mesh would not fit in it)."""
+    if world_size() > 1 and not torch.distributed.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def barrier() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def remember(cfg: Config) -> None:
+    """Store the run's config; refuse to resume a run directory with a different one."""
+    path = cfg.out / "config.json"
+    now = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    if path.exists():
+        before = json.loads(path.read_text())
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if changed:
+            raise ConfigError(f"{path}: this run was started with a different {changed[0]!r}; use another `out`")
+        return
+    if int(os.environ.get("RANK", "0")) == 0:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(now, indent=2) + "\n")
+    barrier()
+
+
+def summary(history: list[dict[str, Any]]) -> str:
+    """One line per iteration: chosen t and τ, selected size, and greedy accuracy on each test set."""
+    lines = ["iter      t      τ   selected  " + "  ".join(f"{n:>10}" for n in history[0].get("test", {}))]
+    for m in history:
+        t = m.get("temperature")
+        tau = m.get("threshold")
+        size = m.get("selected", {}).get("size", "")
+        accs = "  ".join(f"{v['accuracy']:>10.3f}" for v in m.get("test", {}).values())
+        lines.append(
+            f"{m['iteration']:>4}  {'' if t is None else f'{t:.2f}':>5}  {'' if tau is None else f'{tau:.2f}':>5}"
+            f"  {size:>9}  {accs}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""One iteration's training: the Lightning Trainer and SFTModule, fits of a few steps each with an
+atomic checkpoint after each, the HF export, and the hand-off of the new weights to the engine.
+
+Why fits of `checkpoint_every` steps: a fit that ends is a finished epoch, and a finished epoch is the
+one checkpoint Lightning resumes exactly (a mid-epoch one would restart the data). Each fit trains a
+window of one seeded batch stream, so a run killed and resumed sees the batches an unbroken run sees.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from bstar_pl.config import CONTINUING, Config
+from bstar_pl.data import SFTDataModule
+from bstar_pl.export import save_hf, weight_buckets
+from bstar_pl.records import SFTExample
+from bstar_pl.sampler import Sampler
+from bstar_pl.sft import DTYPES, SFTModule, checkpoint_step
+
+KEEP = 2  # checkpoints kept per directory: the newest, and one more in case the newest is bad
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+class PolicyTrainer:
+    """The training side of the hybrid process: one per rank, kept across iterations.
+
+    In the continuing modes (B-STaR, Online RFT) the module, its optimizer and its LR schedule live
+    on for the whole run, one cosine schedule over iterations × steps; otherwise each iteration starts
+    a new module (from the last policy, or from P0 for ReST-EM) with a fresh optimizer and schedule.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.continuing = cfg.mode in CONTINUING
+        self.module: SFTModule | None = None
+        self.trainer: L.Trainer | None = None
+        t = cfg.train
+        self.data = SFTDataModule(
+            tokenizer=str(cfg.policy),
+            micro_batch_size=t.micro_batch_size,
+            max_prompt_len=t.max_prompt_len,
+            max_target_len=t.max_target_len,
+        )
+
+    def checkpoints(self, iteration: int) -> Path:
+        run = self.cfg.out
+        return run / "checkpoints" if self.continuing else run / f"iter_{iteration:02d}" / "checkpoints"
+
+    def train(self, iteration: int, examples: list[SFTExample], start: Path) -> None:
+        """Train iteration `iteration` (1-based) on `examples`, resuming from its newest checkpoint.
+
+        `start` is the policy the iteration starts from when no module carries over (see class doc).
+        """
+        steps = self.cfg.train.steps
+        base = (iteration - 1) * steps if self.continuing else 0
+        goal = base + steps
+        folder = self.checkpoints(iteration)
+        resume = latest_checkpoint(folder)
+        if self.continuing and self.module is not None:
+            resume = None  # the module in memory is the newest state
+            position = self.trainer.global_step
+        else:
+            weights = self.cfg.policy if self.continuing or self.cfg.mode == "rest_em" else start
+            self.module, self.trainer = self._build(weights, iteration)
+            position = checkpoint_step(resume) if resume else 0
+            if self.continuing and position < base:
+                raise RuntimeError(
+                    f"{folder}: the newest checkpoint is at step {position}, but iteration {iteration} starts at "
+                    f"step {base}; the optimizer state of the earlier iterations is missing"
+                )
+        self.data.seed = self.cfg.seed * 1000 + iteration
+        if resume is not None and position >= goal:
+            # Killed between the last checkpoint and the export: restore it with a fit that trains nothing.
+            self.data.set_examples(examples, steps, window=(steps - 1, steps))
+            self.trainer.fit_loop.epoch_loop.max_steps = position
+            self.trainer.fit(self.module, datamodule=self.data, ckpt_path=resume)
+        every = self.cfg.train.checkpoint_every
+        while position < goal:
+            stop = min(goal, base + ((position - base) // every + 1) * every)
+            self.data.set_examples(examples, steps, window=(position - base, stop - base))
+            self.trainer.fit_loop.epoch_loop.max_steps = stop
+            self.trainer.fit(self.module, datamodule=self.data, ckpt_path=resume)
+            resume = None
+            save_checkpoint(self.trainer, folder, stop)
+            position = stop
+
+    def export(self, out: Path, sampler: Sampler | None) -> None:
+        """Write the policy as an HF checkpoint and swap the same weights into the engine in place.
+
+        The export comes first: it is the resume point, and the engine's fallback if a swap fails. With
+        sleep mode (GPU) the engine slept through training; weights wake first, then load, then the KV
+        cache, so the new weights never share the device with a KV cache.
+        """
+        dtype = DTYPES[self.cfg.train.export_dtype] if self.cfg.train.export_dtype else None
+        save_hf(self.module.model, self.cfg.policy, out, dtype)
+        if sampler is None:
+            return
+        if sampler.sleep_mode:
+            sampler.wake(["weights"])
+        buckets = weight_buckets(self.module.model, dtype or torch.float32)
+        sampler.load_weights((item for bucket in buckets for item in bucket), source=out)
+        if sampler.sleep_mode:
+            sampler.wake(["kv_cache"])
+
+    def _build(self, weights: Path, iteration: int) -> tuple[SFTModule, L.Trainer]:
+        t = self.cfg.train
+        total = t.steps * (self.cfg.iterations if self.continuing else 1)
+        module = SFTModule(
+            str(weights),
+            lr=t.lr,
+            lr_min=t.lr_min,
+            warmup_steps=t.warmup_steps,
+            total_steps=total,
+            weight_decay=t.weight_decay,
+            param_dtype=t.param_dtype,
+            activation_checkpointing=t.activation_checkpointing,
+        )
+        world = world_size()
+        strategy = "auto"
+        if world > 1:
+            from lightning.pytorch.strategies import ModelParallelStrategy
+
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            strategy = ModelParallelStrategy(world, 1, process_group_backend=backend)
+        version = "train" if self.continuing else f"train_iter_{iteration:02d}"
+        trainer = L.Trainer(
+            accelerator=t.accelerator,
+            devices=world,
+            strategy=strategy,
+            max_epochs=-1,
+            max_steps=0,
+            accumulate_grad_batches=t.accumulate,
+            gradient_clip_val=t.gradient_clip,
+            logger=TensorBoardLogger(self.cfg.out, name="tb", version=version),
+            log_every_n_steps=1,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+        )
+        return module, trainer
+
+
+def save_checkpoint(trainer: L.Trainer, folder: Path, step: int) -> Path:
+    """Save `step_XXXXXX.ckpt` in `folder` under a temporary name, rename it, and drop old ones."""
+    path = folder / f"step_{step:06d}.ckpt"
+    tmp = folder / f".{path.name}.tmp"
+    if trainer.global_rank == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove(tmp)
+    trainer.strategy.barrier()
+    trainer.save_checkpoint(tmp)
+    trainer.strategy.barrier()
+    if trainer.global_rank == 0:
+        _remove(path)
+        os.replace(tmp, path)
+        for old in sorted(folder.glob("step_*.ckpt"))[:-KEEP]:
+            _remove(old)
+    trainer.strategy.barrier()
+    return path
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint in `folder` (temporary names never count)."""
+    found = sorted(folder.glob("step_*.ckpt")) if folder.is_dir() else []
+    return found[-1] if found else None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
