@@ -43,6 +43,9 @@ class PolicyTrainer:
         self.continuing = cfg.mode in CONTINUING
         self.module: SFTModule | None = None
         self.trainer: L.Trainer | None = None
+        # Read before the engine starts: vLLM's CPU platform overwrites LOCAL_WORLD_SIZE with its TP size.
+        self.world = world_size()
+        self.per_node = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
         t = cfg.train
         self.data = SFTDataModule(
             tokenizer=str(cfg.policy),
@@ -124,7 +127,7 @@ class PolicyTrainer:
             param_dtype=t.param_dtype,
             activation_checkpointing=t.activation_checkpointing,
         )
-        world = world_size()
+        world, per_node = self.world, self.per_node
         strategy = "auto"
         if world > 1:
             from lightning.pytorch.strategies import ModelParallelStrategy
@@ -134,7 +137,8 @@ class PolicyTrainer:
         version = "train" if self.continuing else f"train_iter_{iteration:02d}"
         trainer = L.Trainer(
             accelerator=t.accelerator,
-            devices=world,
+            devices=per_node,
+            num_nodes=world // per_node,
             strategy=strategy,
             max_epochs=-1,
             max_steps=0,

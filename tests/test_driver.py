@@ -206,3 +206,26 @@ def test_resuming_with_another_config_is_refused(reference: tuple[Path, dict], t
     )
     with pytest.raises(SystemExit, match="different 'seed'"):
         main(["iterate", "--config", str(config)])
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_ranks_under_torchrun_sample_and_select_like_one(
+    reference: tuple[Path, dict], sft_policy: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """torchrun, 2 CPU ranks: each rank's engine samples half the queries, FSDP2 over gloo trains, each
+    engine takes the new weights. Step batches of 2 ranks x 8 hold the examples of 1 process x 16."""
+    policy, data = sft_policy
+    out = tmp_path / "run"
+    config = write_config(tmp_path / "config.yaml", out, policy, data, **{"train.micro_batch_size": 8})
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    command = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "bstar_pl.cli", "iterate", "--config", str(config)]
+    with open(tmp_path / "log.txt", "wb") as f:
+        done = subprocess.run(command, stdout=f, stderr=f, env=env(), timeout=900)
+    assert done.returncode == 0, (tmp_path / "log.txt").read_text()[-3000:]
+    found = results(out)
+    expected = reference[1]
+    assert found["samples_1"] == expected["samples_1"] and found["selected_1"] == expected["selected_1"]
+    for i in (1, 2):
+        got, want = found[f"metrics_{i}"]["test"]["test"], expected[f"metrics_{i}"]["test"]["test"]
+        assert abs(got["accuracy"] - want["accuracy"]) <= 0.05, (i, got, want)
