@@ -36,6 +36,14 @@ class Grid:
 
 
 @dataclass
+class TestSet:
+    """A test set evaluated greedily after every iteration; `task` grades it (default: the run's task)."""
+
+    path: Path
+    task: str | None = None
+
+
+@dataclass
 class Data:
     """Args:
     task: one of bstar_pl.tasks.NAMES; grades responses and loads the files below.
@@ -43,7 +51,8 @@ class Data:
     pool_size: use the first this many pool queries (None: all).
     search: the fixed queries on which (t, τ) is searched; default: the first queries of the pool.
     search_size: how many search queries (paper: 600).
-    tests: name -> problems file, evaluated greedily after every iteration.
+    tests: name -> test set (problems file and, when not the run's, its task), evaluated greedily
+        after every iteration (e.g. MATH500, and GSM8K out of domain).
     sft: the SFT data, trained on by the `control` mode (same steps, no self-generated data).
     """
 
@@ -52,7 +61,7 @@ class Data:
     pool_size: int | None = None
     search: Path | None = None
     search_size: int = 600
-    tests: dict[str, Path] = field(default_factory=dict)
+    tests: dict[str, TestSet] = field(default_factory=dict)
     sft: Path | None = None
 
 
@@ -174,7 +183,9 @@ def check(cfg: Config) -> None:
     need(cfg.data.task in NAMES, "data.task", f"unknown task {cfg.data.task!r}; expected one of {NAMES}")
     need((cfg.policy / "config.json").is_file(), "policy", f"{cfg.policy} is not an HF model directory")
     files = {"data.pool": cfg.data.pool, "data.search": cfg.data.search, "reward.prm": cfg.reward.prm}
-    files.update({f"data.tests.{k}": v for k, v in cfg.data.tests.items()})
+    files.update({f"data.tests.{k}.path": v.path for k, v in cfg.data.tests.items()})
+    for name, test in cfg.data.tests.items():
+        need(test.task in (None, *NAMES), f"data.tests.{name}.task", f"unknown task {test.task!r}")
     if cfg.mode == "control":
         need(cfg.data.sft is not None, "data.sft", "the control mode trains on the SFT data: give its file")
         files["data.sft"] = cfg.data.sft
@@ -194,4 +205,3 @@ def check(cfg: Config) -> None:
     for name in ("steps", "micro_batch_size", "accumulate", "checkpoint_every"):
         need(getattr(cfg.train, name) >= 1, f"train.{name}", "must be >= 1")
     need(0 < cfg.train.lr_min <= cfg.train.lr, "train.lr_min", "need 0 < lr_min <= lr")
-

@@ -21,7 +21,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,7 +51,8 @@ def iterate(cfg: Config) -> list[dict[str, Any]]:
     task = tasks.get(cfg.data.task)
     pool = task.load(cfg.data.pool, limit=cfg.data.pool_size)
     search_queries = task.load(cfg.data.search or cfg.data.pool, limit=cfg.data.search_size)
-    tests = {name: task.load(path) for name, path in cfg.data.tests.items()}
+    graders = {name: tasks.get(t.task or cfg.data.task) for name, t in cfg.data.tests.items()}
+    tests = {name: (graders[name], graders[name].load(t.path)) for name, t in cfg.data.tests.items()}
     n_star = cfg.selection.n_star or balance.n_star(cfg.selection.n_target, len(pool))
     run = Run(cfg, task)
 
@@ -83,7 +85,7 @@ class Run:
         i: int,
         pool: list[Problem],
         search_queries: list[Problem],
-        tests: dict[str, list[Problem]],
+        tests: dict[str, tuple[Any, list[Problem]]],
         n_star: int,
     ) -> dict[str, Any]:
         """Iteration i: from P_{i-1} to P_i, each phase read back if its artefact exists."""
@@ -118,11 +120,13 @@ class Run:
         temperatures = self.cfg.search.temperatures.values()
         thresholds = self.cfg.search.thresholds.values()
         self.say(f"[iter {i}] search: {len(queries)} queries x {len(temperatures)} temperatures")
-        samples = self.generate(policy, queries, temperatures, self.cfg.search.samples, seed=(i, "search"))
-        scored = self.score(queries, samples)
-        per_t = [self.candidates(i, [s for s in scored if s.sample.temperature == t], queries) for t in temperatures]
-        target = n_star * len(queries)  # the pool's N, scaled to the search queries
-        result = balance.search(per_t, temperatures, thresholds, target, n_star)
+        samples = self.generate(policy, queries, temperatures, self.cfg.search.samples, (i, "search_sampling"))
+        scored = self.score(queries, samples, "search_scoring")
+        with self.timed("search_grid"):
+            by_t = [[x for x in scored if x.sample.temperature == t] for t in temperatures]
+            per_t = [self.candidates(i, rows, queries) for rows in by_t]
+            target = n_star * len(queries)  # the pool's N, scaled to the search queries
+            result = balance.search(per_t, temperatures, thresholds, target, n_star)
         self.say(f"[iter {i}] search: t={result.temperature} τ={result.threshold} balance={result.score:.4f}")
         return {
             "temperature": result.temperature,
@@ -136,26 +140,25 @@ class Run:
 
     def sample(self, i: int, pool: list[Problem], t: float, policy: Path) -> list[Sample]:
         self.say(f"[iter {i}] sample: {len(pool)} queries x {self.cfg.sampling.samples} at t={t}")
-        return self.generate(policy, pool, [t], self.cfg.sampling.samples, seed=(i, "pool"))
+        return self.generate(policy, pool, [t], self.cfg.sampling.samples, (i, "sampling"))
 
-    def score(self, problems: list[Problem], samples: list[Sample]) -> list[Scored]:
+    def score(self, problems: list[Problem], samples: list[Sample], purpose: str = "scoring") -> list[Scored]:
         self.say(f"score: {len(samples)} responses")
-        started = time.perf_counter()
         r = self.cfg.reward
-        scored = score_samples(problems, samples, self.task.is_correct, self.load_prm(), r.aggregate, r.weight)
-        self.seconds["score"] = self.seconds.get("score", 0.0) + time.perf_counter() - started
-        return scored
+        prm = self.load_prm()
+        with self.timed(purpose):
+            return score_samples(problems, samples, self.task.is_correct, prm, r.aggregate, r.weight)
 
     def select(self, i: int, pool: list[Problem], scored: list[Scored], tau: float) -> list[Selected]:
         """The selection rule of balance.py over this iteration's pool samples."""
-        started = time.perf_counter()
-        candidates = list(scored)
-        if self.cfg.selection.inject_gold:
-            candidates += [Scored(Sample(p.id, 0.0, 0, p.solution, 0, "stop"), True, 1.0) for p in pool if p.solution]
-        cands = self.candidates(i, candidates, pool)
+        with self.timed("selection"):
+            candidates = list(scored)
+            if self.cfg.selection.inject_gold:
+                gold = [Sample(p.id, 0.0, 0, p.solution, 0, "stop") for p in pool if p.solution]
+                candidates += [Scored(sample, True, 1.0) for sample in gold]
+            cands = self.candidates(i, candidates, pool)
+            chosen = [candidates[k] for k in balance.select(cands, tau, self.cfg.selection.n_target)]
         by_id = {p.id: p for p in pool}
-        chosen = [candidates[k] for k in balance.select(cands, tau, self.cfg.selection.n_target)]
-        self.seconds["select"] = time.perf_counter() - started
         self.say(f"[iter {i}] select: {len(chosen)} responses with reward > {tau}")
         return [
             Selected(s.sample.problem_id, by_id[s.sample.problem_id].question, s.sample.text, s.reward) for s in chosen
@@ -163,32 +166,37 @@ class Run:
 
     def train(self, i: int, examples: list[SFTExample], previous: Path) -> None:
         self.say(f"[iter {i}] train: {self.cfg.train.steps} steps on {len(examples)} examples")
-        started = time.perf_counter()
         if self.sampler is not None and self.sampler.sleep_mode:
             self.sampler.sleep()
-        self.trainer.train(i, examples, previous)
-        self.trainer.export(self.policy(i), self.sampler)
+        with self.timed("training"):
+            self.trainer.train(i, examples, previous)
+        with self.timed("export"):
+            self.trainer.export(self.policy(i))
         if self.sampler is not None:
+            with self.timed("swap"):
+                self.trainer.swap(self.sampler, self.policy(i))
             self.serving = self.policy(i)
-        self.seconds["train"] = time.perf_counter() - started
 
     def evaluate(
-        self, i: int, tests: dict[str, list[Problem]], extra: dict[str, Any] | None = None, search: Any = None
+        self,
+        i: int,
+        tests: dict[str, tuple[Any, list[Problem]]],
+        extra: dict[str, Any] | None = None,
+        search: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Greedy accuracy of P_i on every test set; with the iteration's other figures -> metrics.json."""
         path = self.folder(i) / "metrics.json"
         if path.exists():
             return json.loads(path.read_text())
-        check_steps = getattr(self.task, "check_steps", None)
         metrics: dict[str, Any] = {"iteration": i, "mode": self.cfg.mode, **(extra or {})}
         if search and "balance_score" in search:
             metrics["search"] = {"threshold": search["threshold"], "balance_score": search["balance_score"]}
-        for name, problems in tests.items():
+        for name, (task, problems) in tests.items():
             file = self.folder(i) / f"test_{name}.jsonl"
             samples = self.phase(file, lambda p=problems: self.generate(self.policy(i), p, [0.0], 1), Sample)
-            metrics.setdefault("test", {})[name] = sample_metrics(problems, samples, self.task.is_correct, check_steps)[
-                "0.00"
-            ]
+            check_steps = getattr(task, "check_steps", None)
+            table = sample_metrics(problems, samples, task.is_correct, check_steps)
+            metrics.setdefault("test", {})[name] = table["0.00"]
         timings = self.folder(i) / "timings.json"
         if self.seconds:
             earlier = json.loads(timings.read_text()) if timings.exists() else {}
@@ -204,9 +212,16 @@ class Run:
     # Helpers ------------------------------------------------------------------------------------
 
     def generate(
-        self, policy: Path, problems: list[Problem], temperatures: list[float], n: int, seed: tuple[int, str] = (0, "")
+        self,
+        policy: Path,
+        problems: list[Problem],
+        temperatures: list[float],
+        n: int,
+        purpose: tuple[int, str] = (0, "evaluation"),
     ) -> list[Sample]:
-        """Sample from `policy`, starting the engine or loading those weights first when needed."""
+        """Sample from `policy`, starting the engine or loading those weights first when needed.
+
+        `purpose` (iteration, phase) seeds the requests and names the timing."""
         s = self.cfg.sampling
         if self.sampler is None:
             self.sampler = Sampler(
@@ -224,15 +239,20 @@ class Run:
         elif self.serving != policy:
             self.sampler.reload(policy)
             self.serving = policy
-        self.sampler.seed = derived_seed(self.cfg.seed, *seed)
+        self.sampler.seed = derived_seed(self.cfg.seed, *purpose)
         started = time.perf_counter()
-        samples = self.sampler.generate(problems, temperatures, n)
+        with self.timed(purpose[1]):
+            samples = self.sampler.generate(problems, temperatures, n)
         elapsed = time.perf_counter() - started
-        name = seed[1] or "test"
-        self.seconds[f"sample_{name}"] = self.seconds.get(f"sample_{name}", 0.0) + elapsed
-        tokens = sum(x.n_tokens for x in samples)
-        self.seconds[f"sample_{name}_tokens_per_s"] = tokens / elapsed if elapsed > 0 else 0.0
+        self.seconds[f"{purpose[1]}_tokens_per_s"] = sum(x.n_tokens for x in samples) / max(elapsed, 1e-9)
         return samples
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Add the block's wall time to this iteration's `timings.json` entry `name`."""
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
     def candidates(self, i: int, scored: list[Scored], queries: list[Problem]) -> balance.Candidates:
         """Rows for balance.py; cut-off responses never count (they lack an end, and training on them

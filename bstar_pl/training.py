@@ -96,23 +96,26 @@ class PolicyTrainer:
             save_checkpoint(self.trainer, folder, stop)
             position = stop
 
-    def export(self, out: Path, sampler: Sampler | None) -> None:
-        """Write the policy as an HF checkpoint and swap the same weights into the engine in place.
+    def export(self, out: Path) -> None:
+        """Write the policy as an HF checkpoint: the resume point, and the engine's fallback."""
+        save_hf(self.module.model, self.cfg.policy, out, self.export_dtype)
 
-        The export comes first: it is the resume point, and the engine's fallback if a swap fails. With
-        sleep mode (GPU) the engine slept through training; weights wake first, then load, then the KV
-        cache, so the new weights never share the device with a KV cache.
+    def swap(self, sampler: Sampler, source: Path) -> None:
+        """Stream the trained weights into the engine in place (all ranks gather in lockstep).
+
+        With sleep mode (GPU) the engine slept through training; its weights wake first, then the new
+        ones load, then the KV cache wakes, so new weights never share the device with a KV cache.
         """
-        dtype = DTYPES[self.cfg.train.export_dtype] if self.cfg.train.export_dtype else None
-        save_hf(self.module.model, self.cfg.policy, out, dtype)
-        if sampler is None:
-            return
         if sampler.sleep_mode:
             sampler.wake(["weights"])
-        buckets = weight_buckets(self.module.model, dtype or torch.float32)
-        sampler.load_weights((item for bucket in buckets for item in bucket), source=out)
+        buckets = weight_buckets(self.module.model, self.export_dtype or torch.float32)
+        sampler.load_weights((item for bucket in buckets for item in bucket), source=source)
         if sampler.sleep_mode:
             sampler.wake(["kv_cache"])
+
+    @property
+    def export_dtype(self) -> torch.dtype | None:
+        return DTYPES[self.cfg.train.export_dtype] if self.cfg.train.export_dtype else None
 
     def _build(self, weights: Path, iteration: int) -> tuple[SFTModule, L.Trainer]:
         t = self.cfg.train

@@ -33,7 +33,7 @@ def write_config(path: Path, out: Path, policy: Path, data: Path, **changes: obj
             "pool": str(data / "pool.jsonl"),
             "pool_size": 48,
             "search_size": 24,
-            "tests": {"test": str(data / "test.jsonl")},
+            "tests": {"test": {"path": str(data / "test.jsonl")}},
         },
         "search": {
             "temperatures": {"start": 0.6, "stop": 1.2, "step": 0.3},
