@@ -29,6 +29,7 @@ class ArithmeticSpec:
     max_terms: int = 3
     max_operand: int = 9
     operators: str = "+-"
+    random_order: bool = True  # reference solutions combine terms in a seeded random valid order
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_terms <= self.max_terms:
@@ -63,7 +64,8 @@ def generate(split: str, n: int, spec: ArithmeticSpec = ArithmeticSpec(), seed: 
         expression = _format(operands, ops)
         if expression in problems or split_of(expression) != split:
             continue
-        steps, answer = reference_steps(operands, ops)
+        order = random.Random(f"{seed}/{expression}") if spec.random_order else None
+        steps, answer = reference_steps(operands, ops, order)
         problems[expression] = Problem(
             id="arith-" + hashlib.sha256(expression.encode()).hexdigest()[:12],
             question=f"What is {expression}?",
@@ -75,8 +77,9 @@ def generate(split: str, n: int, spec: ArithmeticSpec = ArithmeticSpec(), seed: 
     return list(problems.values())
 
 
-def reference_steps(operands: list[int], ops: list[str]) -> tuple[list[str], int]:
-    """Products first, then sums, each left to right: one of the valid solutions."""
+def reference_steps(operands: list[int], ops: list[str], rng: random.Random | None = None) -> tuple[list[str], int]:
+    """One valid solution: products first (left to right), then sums, left to right or, given `rng`, two
+    random remaining terms at a time, so that SFT data shows the many valid orders there are."""
     terms = _terms(operands, ops)
     steps = []
     for t, (sign, factors) in enumerate(terms):
@@ -85,12 +88,14 @@ def reference_steps(operands: list[int], ops: list[str]) -> tuple[list[str], int
             steps.append(f"{a} * {b} = {a * b}")
             factors[:2] = [a * b]
         terms[t] = (sign, factors)
-    value = terms[0][0] * terms[0][1][0]
-    for sign, (factor,) in terms[1:]:
-        new = value + sign * factor
-        steps.append(f"{value} {'+' if sign > 0 else '-'} {factor} = {new}")
-        value = new
-    return steps, value
+    values = [sign * factors[0] for sign, factors in terms]
+    while len(values) > 1:
+        i, j = rng.sample(range(len(values)), 2) if rng else (0, 1)
+        x, y = values[i], values[j]
+        steps.append(f"{x} {'+' if y >= 0 else '-'} {abs(y)} = {x + y}")
+        values = [v for k, v in enumerate(values) if k not in (i, j)]
+        values.insert(min(i, j), x + y)
+    return steps, values[0]
 
 
 def sft_examples(problems: list[Problem]) -> list[SFTExample]:
