@@ -43,8 +43,12 @@ from bstar_pl.training import PolicyTrainer, world_size
 T = TypeVar("T")
 
 
-def iterate(cfg: Config) -> list[dict[str, Any]]:
-    """Run (or resume) the loop; return every iteration's metrics, iteration 0 being P0 itself."""
+def iterate(cfg: Config, sampler: Sampler | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) the loop; return every iteration's metrics, iteration 0 being P0 itself.
+
+    `sampler`: an engine to use instead of starting one (one process runs one engine well: the demo
+    runs several configs on one); its weights are replaced by the policies of this run as needed.
+    """
     check(cfg)
     init_distributed()
     remember(cfg)
@@ -54,7 +58,7 @@ def iterate(cfg: Config) -> list[dict[str, Any]]:
     graders = {name: tasks.get(t.task or cfg.data.task) for name, t in cfg.data.tests.items()}
     tests = {name: (graders[name], graders[name].load(t.path)) for name, t in cfg.data.tests.items()}
     n_star = cfg.selection.n_star or balance.n_star(cfg.selection.n_target, len(pool))
-    run = Run(cfg, task)
+    run = Run(cfg, task, sampler)
 
     history = [run.evaluate(0, tests)]
     history += [run.iteration(i, pool, search_queries, tests, n_star) for i in range(1, cfg.iterations + 1)]
@@ -65,11 +69,11 @@ def iterate(cfg: Config) -> list[dict[str, Any]]:
 class Run:
     """The state one process carries through the loop: the engine, the trainer, the PRM, timings."""
 
-    def __init__(self, cfg: Config, task: Any) -> None:
+    def __init__(self, cfg: Config, task: Any, sampler: Sampler | None = None) -> None:
         self.cfg, self.task = cfg, task
         self.rank = int(os.environ.get("RANK", "0"))
-        self.sampler: Sampler | None = None
-        self.serving: Path | None = None  # the policy whose weights the engine holds
+        self.sampler = sampler
+        self.serving: Path | None = None  # the policy whose weights the engine holds (None: unknown)
         self.trainer = PolicyTrainer(cfg)
         self.prm: Any = None
         self.seconds: dict[str, float] = {}
@@ -242,7 +246,7 @@ class Run:
         self.sampler.seed = derived_seed(self.cfg.seed, *purpose)
         started = time.perf_counter()
         with self.timed(purpose[1]):
-            samples = self.sampler.generate(problems, temperatures, n)
+            samples = self.sampler.generate(problems, temperatures, n, max_new_tokens=s.max_new_tokens)
         elapsed = time.perf_counter() - started
         self.seconds[f"{purpose[1]}_tokens_per_s"] = sum(x.n_tokens for x in samples) / max(elapsed, 1e-9)
         return samples

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from bstar_pl.cli import main
@@ -229,3 +230,34 @@ def test_two_ranks_under_torchrun_sample_and_select_like_one(
     for i in (1, 2):
         got, want = found[f"metrics_{i}"]["test"]["test"], expected[f"metrics_{i}"]["test"]["test"]
         assert abs(got["accuracy"] - want["accuracy"]) <= 0.05, (i, got, want)
+
+
+@pytest.mark.slow
+def test_baseline_modes(sft_policy: tuple[Path, Path], tmp_path: Path) -> None:
+    """Iterative RFT and ReST-EM share iteration 1 (P0, fixed t and τ) and differ in iteration 2, where
+    ReST-EM trains P0 again; each iteration has its own schedule, so its own checkpoints. The control
+    trains on the SFT data, samples nothing, and keeps one schedule over the iterations."""
+    from safetensors.torch import load_file
+
+    policy, data = sft_policy
+    weights = {}
+    for mode in ("iterative_rft", "rest_em", "control"):
+        out = tmp_path / mode
+        sft = {"data.sft": str(data / "sft.jsonl")}
+        config = write_config(tmp_path / f"{mode}.yaml", out, policy, data, mode=mode, **sft)
+        run(config, tmp_path / f"{mode}.log")
+        weights[mode] = [load_file(out / f"iter_{i:02d}" / "policy" / "model.safetensors") for i in (1, 2)]
+        search = json.loads((out / "iter_01" / "metrics.json").read_text())
+        if mode == "control":
+            # One schedule over all iterations, as in Online RFT: one checkpoint folder for the run.
+            assert not (out / "iter_01" / "samples.jsonl").exists() and (out / "checkpoints").is_dir()
+            continue
+        assert search["temperature"] == 1.0 and search["threshold"] == 0.0
+        assert sorted(p.name for p in (out / "iter_02" / "checkpoints").iterdir()) == [
+            "step_000004.ckpt",
+            "step_000008.ckpt",
+        ]
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert same(weights["iterative_rft"][0], weights["rest_em"][0])
+    assert not same(weights["iterative_rft"][1], weights["rest_em"][1])
+    assert not same(weights["control"][0], weights["rest_em"][0])
