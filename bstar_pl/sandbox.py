@@ -1,21 +1,24 @@
 """Run untrusted programs against tests: one locked-down child process per program, a thread pool of them.
 
-What is enforced, and how (the child's side is `sandbox_child.py`):
-- kernel, always: wall time (the parent kills the whole process group), CPU time (RLIMIT_CPU), address space
-  (RLIMIT_AS), size of any file written (RLIMIT_FSIZE), open files (RLIMIT_NOFILE), no core dumps; output is read
-  with a byte cap; a fresh temporary working directory, removed afterwards; an empty environment (a fixed few
-  variables, none of the parent's); `python -I -S` (no user site, no PYTHON* variables, no .pth files).
-- kernel, where available (Linux x86-64; Landlock needs Linux >= 5.13, signal scoping >= 6.12): a seccomp filter
-  (no sockets, no fork/vfork/clone of processes, no exec, no ptrace, signals only to itself), Landlock (writes only
-  inside the working directory; no TCP; no signals out of the sandbox), and all capabilities dropped when the
-  parent runs as root (so the limits cannot be raised again). `protections()` says which are in force here.
-- Python level, always, best effort: an audit hook refusing the same things (process creation, sockets, ctypes,
-  writes outside the working directory). A determined program can get around an audit hook; it is a second fence.
-RLIMIT_NPROC is not used: it counts every process and thread of the real user (it would stop threads of an
-unprivileged user with other processes running, and root ignores it); the seccomp filter is what stops fork.
-Not covered: reading files the user can read, the number of files created in the working directory, disk and
-memory pressure from many children. A container or nsjail (namespaces, cgroups, read-only mounts) is the
-production answer; this is the line of defence for a research loop on one's own machine.
+Enforced (the child's side is `sandbox_child.py`; `protections()` says which kernel fences are up here):
+- always, by the kernel: wall time (the parent SIGKILLs the child's whole process group), CPU time (RLIMIT_CPU),
+  address space (RLIMIT_AS), size of any file written (RLIMIT_FSIZE), open files (RLIMIT_NOFILE), no core dumps.
+  Always, by construction: stdout read with a byte cap, a fresh temporary working directory (removed after), a
+  fixed environment (none of the parent's variables), `python -I -S -B` (no user site, no PYTHON* variables, no
+  .pth files, no bytecode written), expected outputs kept in the parent.
+- by the kernel where it can (Linux x86-64 for seccomp, Landlock ABI >= 6, i.e. Linux >= 6.12, for the signal
+  fence): seccomp (no sockets, no fork/vfork/non-thread clone, no exec, no ptrace, signals only to itself),
+  Landlock (writes only inside the working directory and to /dev/null; no TCP; no signals or ptrace out of the
+  sandbox, hence no reading the parent's /proc/PID/environ), and every capability dropped (a root parent's child
+  cannot raise its limits back or signal other users).
+- always, best effort: a Python audit hook refusing the same (processes, sockets, ctypes, writes and file changes
+  outside the working directory, signals to others). A determined program can get around an audit hook; it is
+  the only fence for writes and processes where the kernel ones are missing.
+RLIMIT_NPROC is not used: it counts all processes and threads of the real user (it would stop the threads of an
+unprivileged user who has other processes; root ignores it), so the seccomp filter is what stops fork bombs.
+Not covered: reading files the user may read, how many files the program creates in its directory, memory and
+disk pressure from many children together. Production use wants a container or nsjail (namespaces, cgroups,
+read-only mounts); this is a fence for a research loop on one's own machine.
 """
 
 from __future__ import annotations
@@ -148,7 +151,7 @@ def _run(job: Job, limits: Limits) -> tuple[Result, dict[str, Any] | None]:
         (work / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
         reader = _Reader(job, marker.encode(), limits.output_bytes)
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(CHILD), "spec.json"],
+            [sys.executable, "-I", "-S", "-B", str(CHILD), "spec.json"],
             cwd=work,
             env=ENV,
             stdin=subprocess.DEVNULL,

@@ -1,6 +1,6 @@
 """The inside of the sandbox: locks this process down, then runs one untrusted program against its tests.
 
-Started by `bstar_pl/sandbox.py` as `python -I -S sandbox_child.py spec.json` in a fresh temporary directory
+Started by `bstar_pl/sandbox.py` as `python -I -S -B sandbox_child.py spec.json` in a fresh temporary directory
 with an empty environment. Standalone on purpose (standard library only): `-I` keeps the package off sys.path.
 
 Protocol: after each test, the program's output is followed on stdout by MARKER + one JSON line
@@ -179,12 +179,13 @@ def audit_hook(workdir: str) -> None:
     sys.addaudithook(hook)
 
 
-def run_tests(spec: dict[str, Any], code: Any, report: Any) -> None:
+def run_tests(spec: dict[str, Any], code: Any, report: Any, channel: int) -> None:
     """Run every test in this one process, stopping at the first that fails to run; the parent judges outputs."""
     fn_name, timeout = spec["fn_name"], spec["test_s"]
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
     for i in range(spec["n_tests"]):
         start, value, status, detail = time.monotonic(), None, "ok", ""
+        os.dup2(channel, 1)  # in case the program closed its stdout
         if fn_name is None:
             fd = os.open(f"{i}.in", os.O_RDONLY)
             os.dup2(fd, 0)
@@ -192,22 +193,24 @@ def run_tests(spec: dict[str, Any], code: Any, report: Any) -> None:
             sys.stdin = open(0, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
             namespace = {"__name__": "__main__", "__builtins__": builtins}
         sys.stdout = stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
-        signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
-            if fn_name is None or i == 0:
-                exec(code, namespace)
-            if fn_name is not None:
-                value = json.loads(json.dumps(call(namespace, fn_name, spec["inputs"][i]), default=repr))
-            status, detail = finish(start + timeout)
+            try:
+                ALARM.arm(timeout)
+                if fn_name is None or i == 0:
+                    exec(code, namespace)
+                if fn_name is not None:
+                    value = json.loads(json.dumps(call(namespace, fn_name, spec["inputs"][i]), default=repr))
+                status, detail = finish(start + timeout)
+            except SystemExit as e:
+                status, detail = ("ok", "") if e.code in (None, 0) else ("error", f"exit code {e.code}")
+                if status == "ok":
+                    status, detail = finish(start + timeout)
+            finally:
+                ALARM.disarm()
         except TestTimeout:
             status = "timeout"
-        except SystemExit as e:
-            status, detail = ("ok", "") if e.code in (None, 0) else ("error", f"exit code {e.code}")
-            if status == "ok":
-                status, detail = finish(start + timeout)
         except BaseException as e:
             status, detail = "error", f"{type(e).__name__}: {e}"[:500]
-        signal.setitimer(signal.ITIMER_REAL, 0)
         seconds = time.monotonic() - start
         if status == "ok" and seconds > timeout:
             status = "timeout"  # the program swallowed the alarm
@@ -215,6 +218,28 @@ def run_tests(spec: dict[str, Any], code: Any, report: Any) -> None:
         report({"i": i, "status": status, "detail": detail, "value": value, "seconds": round(seconds, 4)})
         if status != "ok":
             return
+
+
+class Alarm:
+    """The per-test time limit: SIGALRM raises TestTimeout, but only while armed, so that an alarm that arrives
+    as a test ends cannot escape into the sandbox's own code."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        signal.signal(signal.SIGALRM, self.fire)
+
+    def fire(self, signum: int, frame: Any) -> None:
+        if self.armed:
+            self.armed = False
+            raise TestTimeout
+
+    def arm(self, seconds: float) -> None:
+        self.armed = True
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    def disarm(self) -> None:
+        self.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def call(namespace: dict[str, Any], fn_name: str, args: Any) -> Any:
@@ -248,17 +273,13 @@ def flush(*streams: Any) -> None:
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as f:
         spec = json.load(f)
-    workdir, marker = os.getcwd(), spec["marker"].encode()
+    workdir, marker, channel = os.getcwd(), spec["marker"].encode(), os.dup(1)
 
     def report(record: dict[str, Any]) -> None:
         data = marker + json.dumps(record).encode() + b"\n"
         while data:
-            data = data[os.write(1, data) :]
+            data = data[os.write(channel, data) :]
 
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise TestTimeout
-
-    signal.signal(signal.SIGALRM, on_alarm)
     sys.path.extend(spec["site_paths"])
     with open("solution.py", encoding="utf-8", errors="replace") as f:
         source = f.read()
@@ -276,7 +297,7 @@ def main() -> None:
     except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
         report({"i": 0, "status": "error", "detail": f"{type(e).__name__}: {e}"[:500], "value": None, "seconds": 0})
         return
-    run_tests(spec, code, report)
+    run_tests(spec, code, report, channel)
 
 
 def compile_program(source: str) -> Any:
@@ -292,6 +313,7 @@ def compile_program(source: str) -> Any:
 
 
 if __name__ == "__main__":
+    ALARM = Alarm()
     main()
     # Skip interpreter shutdown: the program's leftover daemon threads and finalisers have nothing more to say.
     os._exit(0)
