@@ -49,10 +49,11 @@ def test_standard_input_programs_are_judged_test_by_test() -> None:
         "def depth(n): return 0 if n == 0 else 1 + depth(n - 1)\n"
         "threading.Thread(target=lambda: print(depth(20000) - 19995)).start()",
         "open('scratch.txt', 'w').write('5')\nprint(open('scratch.txt').read())",  # the working directory is its own
+        "open('/dev/null', 'w').write('noise')\nprint(5)",
         "import numpy as np\nprint(int(np.array([2, 3]).sum()))",
         "a, b = map(int, input().split())\nif a:\n    print(a + b)\n    return\nprint(0)",  # APPS allows this
     ],
-    ids=["open0", "buffer", "exit", "os.write", "atexit", "thread", "own-files", "numpy", "top-level-return"],
+    ids=["open0", "buffer", "exit", "os.write", "atexit", "thread", "own-files", "dev-null", "numpy", "top-return"],
 )
 def test_common_ways_of_reading_and_writing_work(code: str) -> None:
     result = run(job(code)[0], FAST)
