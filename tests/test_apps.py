@@ -13,7 +13,7 @@ from bstar_pl.tasks import apps, get
 from bstar_pl.tasks.apps import extract_answer, grade, is_correct, load, same_output, same_value
 from bstar_pl.template import split_response
 
-FAST = Limits(test_s=1.0, wall_s=10.0)
+FAST = Limits(test_s=1.0, wall_s=10.0)  # for programs that must fail; the rest run under APPS's 4 s a test
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_reference_solutions_pass(sample: list[Problem]) -> None:
     solved = [p for p in sample if p.solution]
     _, answer = split_response(solved[0].solution)
     assert answer is not None and answer.startswith("```python\n")
-    results = grade([p.solution for p in solved], solved, FAST, workers=2, progress=False)
+    results = grade([p.solution for p in solved], solved, workers=2, progress=False)
     assert [r.reason for r in results] == ["pass"] * 5, results
     assert [r.tests_passed for r in results] == [len(p.info["inputs"]) for p in solved]
 
@@ -66,10 +66,10 @@ def test_broken_programs_fail(sample: list[Problem], name: str) -> None:
 def test_broken_call_based_programs_fail(sample: list[Problem]) -> None:
     problem = next(p for p in sample if p.id == "apps-train-4184")  # is_prime, 8 tests
     right = "def is_prime(n):\n    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))"
-    assert is_correct(f"```python\n{right}\n```", problem)
+    assert is_correct(f"```python\n{right}\n```", problem)  # default limits
     for wrong in ("def is_prime(n):\n    return n % 2 == 1", "def prime(n):\n    return True", "is_prime = 3"):
         assert not is_correct(f"```python\n{wrong}\n```", problem)
-    results = grade(["no code here", f"```python\n{right}\n```"], [problem, problem], FAST, progress=False)
+    results = grade(["no code here", f"```python\n{right}\n```"], [problem, problem], progress=False)
     assert [r.reason for r in results] == ["error", "pass"] and "no program" in results[0].detail
 
 
