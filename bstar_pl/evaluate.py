@@ -301,7 +301,8 @@ def evaluate_policy(
     """`policy_metrics` of the engine's current policy: one greedy response per problem and, with k > 0,
     `k` more at `temperature`, graded by `task` and, with a `prm` (a `scoring.PRMScorer`), rewarded
     r = 1[correct] + weight · PRM solution score (`how` of its step scores). `seed` seeds the requests
-    (the engine's own seed is restored after); `samples_out` keeps every graded response (JSON lines)."""
+    (the engine's own seed is restored after); `samples_out` keeps every graded response (JSON lines; under
+    torchrun every rank gets every response, so pass it on rank 0 only)."""
     from bstar_pl.scoring import score_samples
 
     before = sampler.seed

@@ -92,7 +92,7 @@ def evaluate(
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     sampled = f"; {k} samples at t={temperature:.2f}, S={s}" if k > 0 else ""
     print(f"\n{task} {data} ({len(problems)} problems), greedy Pass@1{sampled}:")
-    print(format_table(metrics_table(metrics), label="problems"))
+    print(format_table(metrics_table(metrics), label="subset"))
     print(f"\nmetrics in {out}")
     return metrics
 
