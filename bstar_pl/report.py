@@ -27,10 +27,12 @@ SAMPLED = {
 
 @dataclass(frozen=True)
 class Panel:
-    """One plot: a metric (the path of keys into metrics.json) over iterations."""
+    """One plot: a metric (the path of keys into metrics.json) over iterations, read only from tables that
+    also hold the key `need`."""
 
     title: str
     keys: tuple[str, ...]
+    need: str | None = None
 
 
 SEARCH = [
@@ -60,7 +62,7 @@ def write_report(runs: Sequence[str | Path], out: Path) -> Path:
     ]
     lines = ["# B-STaR runs", "", *runs_table(groups)]
     for name, heading, panels in figures:
-        drawn = [p for p in panels if any(series(g, p.keys) for g in groups)]
+        drawn = [p for p in panels if any(series(g, p.keys, p.need) for g in groups)]
         if not drawn:
             continue
         plot(groups, drawn, out / f"{name}.png")
@@ -102,7 +104,8 @@ def sampled_panels(runs: Sequence[RunRecord]) -> list[Panel]:
         rows = [row for r in runs for m in r.iterations if isinstance(row := test_row(m, name), dict)]
         k = next((row["k"] for row in rows if "s" in row and "k" in row), "K")
         s = next((row["s"] for row in rows if "s" in row), "S")
-        panels += [Panel(f"{name}: {t.format(k=k, s=s)}", ("test", name, key)) for key, t in SAMPLED.items()]
+        # Only tables with an S come from sampling: the greedy table's pass_at_k is its accuracy.
+        panels += [Panel(f"{name}: {t.format(k=k, s=s)}", ("test", name, key), "s") for key, t in SAMPLED.items()]
     return panels
 
 
@@ -119,7 +122,7 @@ def runs_table(groups: Sequence[Group]) -> list[str]:
 
 def metric_table(groups: Sequence[Group], panel: Panel) -> list[str]:
     """Iterations down, groups across: mean ± std (n)."""
-    columns = [series(g, panel.keys) for g in groups]
+    columns = [series(g, panel.keys, panel.need) for g in groups]
     iterations = sorted({i for c in columns for i in c})
     lines = ["| iteration | " + " | ".join(g.label for g in groups) + " |", "|---:|" + "---|" * len(groups)]
     for i in iterations:
@@ -150,7 +153,7 @@ def plot(groups: Sequence[Group], panels: Sequence[Panel], path: Path) -> None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, panel in zip(axes.flat, panels):
         for k, group in enumerate(groups):
-            points = series(group, panel.keys)
+            points = series(group, panel.keys, panel.need)
             if not points:
                 continue
             xs = list(points)

@@ -129,11 +129,12 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def value(metrics: dict[str, Any], keys: Sequence[str]) -> float | None:
-    """The number at `keys` in nested metrics, or None where a key is missing or the leaf is no number."""
+def value(metrics: dict[str, Any], keys: Sequence[str], need: str | None = None) -> float | None:
+    """The number at `keys` in nested metrics, or None where a key is missing or the leaf is no number,
+    or where the leaf's table lacks the key `need`."""
     node: Any = metrics
     for key in keys:
-        if not isinstance(node, dict) or key not in node:
+        if not isinstance(node, dict) or key not in node or (key == keys[-1] and need and need not in node):
             return None
         node = node[key]
     if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
@@ -141,12 +142,13 @@ def value(metrics: dict[str, Any], keys: Sequence[str]) -> float | None:
     return float(node)
 
 
-def series(group: Group, keys: Sequence[str]) -> dict[int, Stat]:
-    """Iteration -> the metric at `keys` over the group's runs that have it there (empty: none has)."""
+def series(group: Group, keys: Sequence[str], need: str | None = None) -> dict[int, Stat]:
+    """Iteration -> the metric at `keys` (in a table with the key `need`) over the group's runs that have
+    it there; empty where none has."""
     points: dict[int, list[float]] = {}
     for run in group.runs:
         for i, metrics in enumerate(run.iterations):
-            x = value(metrics, keys)
+            x = value(metrics, keys, need)
             if x is not None:
                 points.setdefault(i, []).append(x)
     return {i: stat(xs) for i, xs in sorted(points.items())}

@@ -39,7 +39,8 @@ def write_run(
     out.mkdir(parents=True)
     (out / "config.json").write_text(json.dumps(cfg))
     for i in range(iterations + 1 if done is None else done + 1):
-        test: dict[str, Any] = {"problems": 100, "k": 1.0, "accuracy": accuracy(mode, seed, i), "pass_at_k_4": 0.0}
+        acc = accuracy(mode, seed, i)  # a greedy table as the driver writes it: Pass@K with K = 1
+        test: dict[str, Any] = {"problems": 100, "k": 1.0, "accuracy": acc, "pass_at_k": acc, "pass_at_k_4": 0.0}
         if sampled:
             test |= {"k": 32, "s": 4, "pass_at_k": 0.9, "pass_at_k_s": 0.5 + 0.01 * seed, "reward_at_k_s": 0.3}
         metrics: dict[str, Any] = {
@@ -65,7 +66,7 @@ def test_report_of_two_modes_over_three_seeds(tmp_path: Path) -> None:
     for name in ("search", "test", "selected"):
         assert (tmp_path / "report" / f"{name}.png").read_bytes()[:8] == PNG
         assert f"]({name}.png)" in report
-    assert not (tmp_path / "report" / "sampled.png").exists()  # no run has sampled test metrics
+    assert not (tmp_path / "report" / "sampled.png").exists()  # greedy tables only: no sampled metrics
     assert "| iteration | bstar | online_rft |" in report
     # test accuracy at iteration 1: bstar 0.1 + 0.1 + {0, .01, .02}, online_rft 0.05 + 0.1 + {...}
     assert "| 1 | 0.210 ± 0.010 (n=3) | 0.160 ± 0.010 (n=3) |" in report
