@@ -1,14 +1,17 @@
-"""The `bstar-pl` command: `sft fit` (LightningCLI), `iterate` (the B-STaR loop), `demo`, and small tools."""
+"""The `bstar-pl` command: `sft fit` (LightningCLI), `iterate` (the B-STaR loop), `evaluate`, `report`, `demo`,
+and small tools."""
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from jsonargparse import CLI
 
 from bstar_pl.config import ConfigError
 from bstar_pl.records import RecordError
+from bstar_pl.runs import RunError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,14 +31,32 @@ def main(argv: list[str] | None = None) -> None:
 
             iterate(CLI(Config, args=argv[1:], as_positional=False))
             return
+        if argv[:1] == ["report"]:
+            report_cli(argv[1:])
+            return
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from bstar_pl.demo import demo
+        from bstar_pl.evaluate_cli import evaluate
         from bstar_pl.tasks.arithmetic import write_splits
         from bstar_pl.tiny import make_tiny
 
-        CLI({"make-tiny": make_tiny, "make-data": write_splits, "demo": demo}, args=argv, as_positional=False)
-    except (RecordError, ConfigError) as e:
+        commands = {"make-tiny": make_tiny, "make-data": write_splits, "demo": demo, "evaluate": evaluate}
+        CLI(commands, args=argv, as_positional=False)
+    except (RecordError, ConfigError, RunError) as e:
         sys.exit(f"error: {e}")
+
+
+def report_cli(args: list[str]) -> None:
+    """`bstar-pl report RUN_DIR [RUN_DIR ...] --out DIR` (run directories are positional, hence no CLI())."""
+    from jsonargparse import ArgumentParser
+
+    from bstar_pl.report import write_report
+
+    parser = ArgumentParser(prog="bstar-pl report", description=write_report.__doc__)
+    parser.add_argument("runs", nargs="+", help="run directories of `bstar-pl iterate`")
+    parser.add_argument("--out", type=Path, required=True, help="folder for report.md and its PNG figures")
+    parsed = parser.parse_args(args)
+    print(f"report: {write_report(parsed.runs, parsed.out)}")
 
 
 def sft_cli(args: list[str], run: bool = True) -> object:

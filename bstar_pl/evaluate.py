@@ -1,16 +1,29 @@
-"""Metrics of sampled responses, per temperature: accuracy, Pass@K, Pass@K-S and unique correct answers.
+"""Metrics of responses: a policy on a test set (greedy Pass@1; Pass@K, Pass@K-S, majority vote and, with a
+PRM, Reward@K-S and Best-of-K over K samples; per MATH level and subject), sampled responses per
+temperature, and the selected data of an iteration.
 
-Grading is the task's (`grade(text, problem)`); `check`, where a task has one, also verifies the steps.
+Grading is the task's (`is_correct(text, problem)`); `check`, where a task has one, also verifies the steps.
+`policy_metrics` is a pure function of graded responses; `evaluate_policy` samples them with a caller's
+engine (the driver's, or the one `bstar-pl evaluate` starts: evaluate_cli.py).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from bstar_pl.records import Problem, Sample, Selected, temperature_key
+from bstar_pl.records import Problem, Sample, Scored, Selected, temperature_key, write_jsonl
+
+if TYPE_CHECKING:
+    from bstar_pl.sampler import Sampler
 
 Grader = Callable[[str, Problem], bool]
+Extractor = Callable[[str], Any]  # a task's extract_answer: the final answer, None when there is none
+GROUPED_BY = ("level", "subject")  # Problem.info keys (MATH) by which metrics are also split
 
 
 def sample_metrics(
@@ -55,13 +68,24 @@ def sample_metrics(
     return table
 
 
-def format_table(table: dict[str, dict[str, float]]) -> str:
-    """A fixed-width text table, one row per temperature."""
+def format_table(table: dict[str, dict[str, Any]], label: str = "temp") -> str:
+    """A fixed-width text table, one row per key of `table` (a temperature, a level, ...); the columns
+    are the first row's, and a value a row lacks prints as "-"."""
     columns = list(next(iter(table.values())))
-    lines = ["  ".join(["temp", *(f"{c:>14}" for c in columns)])]
+    width = max(len(label), *(len(key) for key in table))
+    lines = ["  ".join([f"{label:<{width}}", *(f"{c:>14}" for c in columns)])]
     for key, row in table.items():
-        lines.append("  ".join([key, *(f"{row[c]:>14.3f}" if c != "problems" else f"{row[c]:>14}" for c in columns)]))
+        cells = [_cell(row.get(c), c) for c in columns]
+        lines.append("  ".join([f"{key:<{width}}", *cells]))
     return "\n".join(lines)
+
+
+def _cell(value: Any, column: str) -> str:
+    if value is None:
+        return f"{'-':>14}"
+    if column == "problems" or isinstance(value, int):
+        return f"{value:>14}"
+    return f"{value:>14.3f}"
 
 
 def selection_metrics(
@@ -102,3 +126,206 @@ def selection_metrics(
 
 def _normal(step: str) -> str:
     return "".join(step.split())
+
+
+# A policy on a test set ------------------------------------------------------------------------------
+
+
+def policy_metrics(
+    problems: Sequence[Problem],
+    greedy: Sequence[Scored],
+    sampled: Sequence[Scored],
+    extract_answer: Extractor,
+    s: int = 4,
+    rewards: bool = False,
+    check: Grader | None = None,
+) -> dict[str, Any]:
+    """Test-set metrics of graded responses: `greedy` holds one response per problem (or none at all),
+    `sampled` K per problem at one temperature (or none at all).
+
+    Greedy: `accuracy` (Pass@1), `clean_accuracy` (answer and every step right; with `check`), `truncated`.
+    Sampled: `pass_at_k` (some sample correct), `pass_at_k_s` (at least `s` distinct correct texts),
+    `majority_at_k` (the most frequent extracted answer is right; a tie goes to the answer sampled
+    first), `sample_accuracy`, `unique_correct` (distinct correct texts per problem), `sample_truncated`,
+    and with `rewards`: `reward_at_k_s` (the top `s` by reward are all correct) and `best_of_k` (s = 1).
+    Every metric is a mean over problems; `by_level` and `by_subject` repeat them per value of
+    `Problem.info["level"]` / `["subject"]` where problems carry them.
+
+    Rewards rank by the PRM's part of the reward, r - 1[correct], not by r itself: r already holds the
+    gold answer's verdict, which would rank every correct response first and make Reward@K-S a count of
+    correct samples. Responses the PRM could not align rank last. Tied responses are taken in random
+    order, and the metric is its exact expectation over that order, so it never depends on sample order.
+    """
+    if not problems:
+        raise ValueError("no problems to evaluate")
+    if s < 1:
+        raise ValueError(f"s must be >= 1, got {s}")
+    greedy_by = _by_problem(problems, greedy, "greedy")
+    sampled_by = _by_problem(problems, sampled, "sampled")
+    if greedy and any(len(rows) != 1 for rows in greedy_by.values()):
+        pid = next(pid for pid, rows in greedy_by.items() if len(rows) != 1)
+        raise ValueError(f"problem {pid!r}: {len(greedy_by[pid])} greedy responses, expected 1")
+    metrics: dict[str, Any] = {"problems": len(problems)}
+    if sampled:
+        k = len(sampled_by[problems[0].id])
+        pid = next((pid for pid, rows in sampled_by.items() if len(rows) != k), None)
+        if pid is not None:
+            raise ValueError(f"problem {pid!r}: {len(sampled_by[pid])} sampled responses, expected {k} like the rest")
+        temperatures = {temperature_key(x.sample.temperature) for x in sampled}
+        if len(temperatures) > 1:
+            raise ValueError(f"sampled responses at several temperatures: {sorted(temperatures)}")
+        metrics.update(temperature=sampled[0].sample.temperature, k=k, s=s)
+    outcomes = {
+        p.id: _outcome(p, greedy_by[p.id], sampled_by[p.id], s, extract_answer, rewards, check) for p in problems
+    }
+    metrics.update(_mean(outcomes.values()))
+    for key in GROUPED_BY:
+        groups: dict[str, list[dict[str, float]]] = defaultdict(list)
+        for p in problems:
+            if key in p.info:
+                groups[str(p.info[key])].append(outcomes[p.id])
+        if groups:
+            ordered = sorted(groups, key=_natural)
+            metrics[f"by_{key}"] = {name: {"problems": len(groups[name]), **_mean(groups[name])} for name in ordered}
+    return metrics
+
+
+def majority_correct(responses: Sequence[Scored], extract_answer: Extractor) -> bool:
+    """Whether the most frequent extracted answer (None does not vote) is right; of tied answers the
+    one sampled first (lowest index) wins, a rule blind to correctness."""
+    ordered = sorted(responses, key=lambda x: x.sample.index)
+    answers = [(extract_answer(x.sample.text), x.correct) for x in ordered]
+    votes = Counter(a for a, _ in answers if a is not None)
+    if not votes:
+        return False
+    most = max(votes.values())
+    return next(ok for a, ok in answers if a is not None and votes[a] == most)
+
+
+def top_all_correct(responses: Sequence[Scored], s: int) -> float:
+    """P(the `s` responses ranked highest by the PRM are all correct), ties in random order: within the
+    tied group that straddles the cut, m of its g responses (c correct) are taken, all correct with
+    probability C(c, m) / C(g, m). Fewer than `s` responses: 0."""
+    if len(responses) < s:
+        return 0.0
+    groups: dict[tuple[bool, float], list[bool]] = defaultdict(list)
+    for x in responses:
+        groups[_rank_key(x)].append(x.correct)
+    chance, left = 1.0, s
+    for key in sorted(groups, reverse=True):
+        correct = groups[key]
+        take = min(left, len(correct))
+        chance *= math.comb(sum(correct), take) / math.comb(len(correct), take)
+        left -= take
+        if left == 0 or chance == 0.0:
+            break
+    return chance
+
+
+def _rank_key(x: Scored) -> tuple[bool, float]:
+    # Rounded so that a float's last bit (1 + 0.2 q - 1 != 0.2 q) never splits a true tie.
+    return (x.aligned, round(x.reward - float(x.correct), 9))
+
+
+def _outcome(
+    problem: Problem,
+    greedy: list[Scored],
+    sampled: list[Scored],
+    s: int,
+    extract_answer: Extractor,
+    rewards: bool,
+    check: Grader | None,
+) -> dict[str, float]:
+    """One problem's metrics (each in [0, 1], but `unique_correct`); means of these are the table."""
+    row: dict[str, float] = {}
+    if greedy:
+        (g,) = greedy
+        row["accuracy"] = float(g.correct)
+        if check is not None:
+            row["clean_accuracy"] = float(g.correct and check(g.sample.text, problem))
+        row["truncated"] = float(g.sample.truncated)
+    if sampled:
+        distinct = len({x.sample.text for x in sampled if x.correct})
+        row["pass_at_k"] = float(distinct > 0)
+        row["pass_at_k_s"] = float(distinct >= s)
+        row["majority_at_k"] = float(majority_correct(sampled, extract_answer))
+        if rewards:
+            row["reward_at_k_s"] = top_all_correct(sampled, s)
+            row["best_of_k"] = top_all_correct(sampled, 1)
+        row["sample_accuracy"] = sum(x.correct for x in sampled) / len(sampled)
+        row["unique_correct"] = float(distinct)
+        row["sample_truncated"] = sum(x.sample.truncated for x in sampled) / len(sampled)
+    return row
+
+
+def _by_problem(problems: Sequence[Problem], scored: Sequence[Scored], what: str) -> dict[str, list[Scored]]:
+    by_id: dict[str, list[Scored]] = {p.id: [] for p in problems}
+    for x in scored:
+        if x.sample.problem_id not in by_id:
+            raise ValueError(f"{what} response for unknown problem {x.sample.problem_id!r}")
+        by_id[x.sample.problem_id].append(x)
+    if scored:
+        empty = [pid for pid, rows in by_id.items() if not rows]
+        if empty:
+            raise ValueError(f"problem {empty[0]!r} has no {what} response ({len(empty)} problems have none)")
+    return by_id
+
+
+def _mean(rows: Iterable[dict[str, float]]) -> dict[str, float]:
+    rows = list(rows)
+    return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]} if rows else {}
+
+
+def _natural(name: str) -> tuple[int, float, str]:
+    """Numbers first and in numeric order (levels 1 … 5 … 10), then text."""
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
+
+
+def evaluate_policy(
+    sampler: Sampler,
+    problems: Sequence[Problem],
+    task: ModuleType,
+    k: int,
+    temperature: float,
+    s: int,
+    prm: object | None = None,
+    seed: int = 0,
+    *,
+    how: str = "min",
+    weight: float = 0.2,
+    samples_out: Path | None = None,
+) -> dict[str, Any]:
+    """`policy_metrics` of the engine's current policy: one greedy response per problem and, with k > 0,
+    `k` more at `temperature`, graded by `task` and, with a `prm` (a `scoring.PRMScorer`), rewarded
+    r = 1[correct] + weight · PRM solution score (`how` of its step scores). `seed` seeds the requests
+    (the engine's own seed is restored after); `samples_out` keeps every graded response (JSON lines; under
+    torchrun every rank gets every response, so pass it on rank 0 only)."""
+    from bstar_pl.scoring import score_samples
+
+    before = sampler.seed
+    sampler.seed = seed
+    try:
+        greedy = sampler.generate(problems, [0.0], 1)
+        sampled = sampler.generate(problems, [temperature], k) if k > 0 else []
+    finally:
+        sampler.seed = before
+    # The PRM only ranks the K samples; a greedy response needs no reward.
+    greedy_scored = score_samples(problems, greedy, task.is_correct)
+    sampled_scored = score_samples(problems, sampled, task.is_correct, prm, how, weight) if sampled else []
+    if samples_out is not None:
+        write_jsonl(samples_out, [*greedy_scored, *sampled_scored])
+    check = getattr(task, "check_steps", None)  # a task that can verify steps (arithmetic) has one
+    return policy_metrics(problems, greedy_scored, sampled_scored, task.extract_answer, s, prm is not None, check)
+
+
+def metrics_table(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`policy_metrics` as rows for `format_table`: all problems, then each level and subject."""
+    rows = {"all": {key: value for key, value in metrics.items() if isinstance(value, (int, float))}}
+    rows["all"] = {key: value for key, value in rows["all"].items() if key not in ("temperature", "k", "s")}
+    for key in GROUPED_BY:
+        for name, row in metrics.get(f"by_{key}", {}).items():
+            rows[f"{key} {name}"] = row
+    return rows

@@ -1,0 +1,197 @@
+"""`bstar-pl report RUN_DIR ... --out DIR`: a markdown report (DIR/report.md) with PNG plots of driver runs.
+
+Runs that differ only in `seed` share a line: the mean over seeds with a min–max band; the tables give
+mean ± std and the number of seeds at each iteration. Reads each iteration's metrics.json (and search.json).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bstar_pl.atomic import atomic_path, atomic_write_text
+from bstar_pl.runs import Group, RunRecord, Stat, group_runs, load_run, series
+
+# Sampled test metrics of `evaluate.policy_metrics`, drawn where metrics.json has them.
+SAMPLED = {
+    "pass_at_k": "Pass@{k}",
+    "pass_at_k_s": "Pass@{k}-{s}",
+    "majority_at_k": "Maj@{k}",
+    "reward_at_k_s": "Reward@{k}-{s}",
+    "best_of_k": "Best-of-{k}",
+}
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One plot: a metric (the path of keys into metrics.json) over iterations, read only from tables that
+    also hold the key `need`."""
+
+    title: str
+    keys: tuple[str, ...]
+    need: str | None = None
+
+
+SEARCH = [
+    Panel("temperature t", ("temperature",)),
+    Panel("threshold τ", ("threshold",)),
+    Panel("balance score (search)", ("search", "balance_score")),
+    Panel("balance score (selected data)", ("selected", "balance_score")),
+]
+SELECTED = [
+    Panel("selected responses", ("selected", "size")),
+    Panel("answer accuracy of selected", ("selected", "accuracy")),
+    Panel("share of selected with wrong steps", ("selected", "wrong_steps")),
+    Panel("unique correct per query", ("selected", "unique_correct_per_query")),
+]
+
+
+def write_report(runs: Sequence[str | Path], out: Path) -> Path:
+    """Read the run directories, draw the figures and write `out`/report.md; return its path."""
+    records = [load_run(path) for path in runs]
+    groups = group_runs(records)
+    greedy = [Panel(f"{name}: greedy Pass@1", ("test", name, "accuracy")) for name in tests(records)]
+    figures = [
+        ("search", "Search: temperature, threshold and balance score", SEARCH),
+        ("test", "Test sets: greedy Pass@1", greedy),
+        ("sampled", "Test sets: sampled metrics", sampled_panels(records)),
+        ("selected", "Selected data", SELECTED),
+    ]
+    lines = ["# B-STaR runs", "", *runs_table(groups)]
+    for name, heading, panels in figures:
+        drawn = [p for p in panels if any(series(g, p.keys, p.need) for g in groups)]
+        if not drawn:
+            continue
+        plot(groups, drawn, out / f"{name}.png")
+        lines += ["", f"## {heading}", "", f"![{heading}]({name}.png)"]
+        for panel in drawn:
+            lines += ["", f"### {panel.title}", "", *metric_table(groups, panel)]
+    for k, group in enumerate(groups):
+        run = group.runs[0]
+        last = max(run.searches, default=None)
+        if last is not None and {"scores", "temperatures", "thresholds", "best"} <= set(run.searches[last]):
+            file = f"search_grid_{k}.png"
+            heatmap(run.searches[last], out / file)
+            lines += ["", f"## Balance score over the grid: {group.label}, {run.path}, iteration {last}"]
+            lines += ["", f"![balance score grid]({file})"]
+    lines += ["", "Bands: min–max over seeds. Tables: mean ± sample std (n = seeds at that iteration)."]
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    return out / "report.md"
+
+
+def tests(runs: Sequence[RunRecord]) -> list[str]:
+    """Test set names in order of first appearance."""
+    names: dict[str, None] = {}
+    for run in runs:
+        for metrics in run.iterations:
+            test = metrics.get("test")
+            names.update(dict.fromkeys(test if isinstance(test, dict) else {}))
+    return list(names)
+
+
+def test_row(metrics: dict[str, Any], name: str) -> Any:
+    test = metrics.get("test")
+    return test.get(name) if isinstance(test, dict) else None
+
+
+def sampled_panels(runs: Sequence[RunRecord]) -> list[Panel]:
+    """A panel per test set and sampled metric; titles carry K and S as the runs recorded them."""
+    panels = []
+    for name in tests(runs):
+        rows = [row for r in runs for m in r.iterations if isinstance(row := test_row(m, name), dict)]
+        k = next((row["k"] for row in rows if "s" in row and "k" in row), "K")
+        s = next((row["s"] for row in rows if "s" in row), "S")
+        # Only tables with an S come from sampling: the greedy table's pass_at_k is its accuracy.
+        panels += [Panel(f"{name}: {t.format(k=k, s=s)}", ("test", name, key), "s") for key, t in SAMPLED.items()]
+    return panels
+
+
+def runs_table(groups: Sequence[Group]) -> list[str]:
+    lines = ["| group | seed | run | complete iterations |", "|---|---|---|---|"]
+    for group in groups:
+        for run in group.runs:
+            done = len(run.iterations) - 1
+            of = f" of {run.planned}" if run.planned is not None else ""
+            state = "" if run.complete else " (in progress)" if done >= 0 else " (no iteration yet)"
+            lines.append(f"| {group.label} | {run.config.get('seed', '-')} | {run.path} | {max(done, 0)}{of}{state} |")
+    return lines
+
+
+def metric_table(groups: Sequence[Group], panel: Panel) -> list[str]:
+    """Iterations down, groups across: mean ± std (n)."""
+    columns = [series(g, panel.keys, panel.need) for g in groups]
+    iterations = sorted({i for c in columns for i in c})
+    lines = ["| iteration | " + " | ".join(g.label for g in groups) + " |", "|---:|" + "---|" * len(groups)]
+    for i in iterations:
+        lines.append(f"| {i} | " + " | ".join(cell(c.get(i)) for c in columns) + " |")
+    return lines
+
+
+def cell(s: Stat | None) -> str:
+    """mean ± std (n), both to the mean's precision: 0.205 ± 0.007 (n=2), 301.0 ± 1.0 (n=3)."""
+    if s is None:
+        return "–"
+    digits = 1 if abs(s.mean) >= 100 else 3
+    spread = f" ± {s.std:.{digits}f}" if s.n > 1 else ""
+    return f"{s.mean:.{digits}f}{spread} (n={s.n})"
+
+
+def plot(groups: Sequence[Group], panels: Sequence[Panel], path: Path) -> None:
+    """One axes per panel, every group on each: mean over seeds, shaded from min to max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    cols = min(len(panels), 3)
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, panel in zip(axes.flat, panels):
+        for k, group in enumerate(groups):
+            points = series(group, panel.keys, panel.need)
+            if not points:
+                continue
+            xs = list(points)
+            color = colors[k % len(colors)]
+            ax.plot(xs, [p.mean for p in points.values()], "o-", color=color, label=group.label, markersize=4)
+            if any(p.n > 1 for p in points.values()):
+                lo, hi = [p.lo for p in points.values()], [p.hi for p in points.values()]
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for ax in axes.flat[1 : len(panels)]:  # the first panel may lack a group the others have
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * (math.ceil(len(labels) / 3) - 1), 1, 1))
+    save(fig, path)
+
+
+def heatmap(search: dict[str, Any], path: Path) -> None:
+    """The balance score over the (t, τ) grid of one search.json, the chosen cell marked."""
+    import numpy as np
+
+    from bstar_pl.monitor import heatmap as draw
+
+    fig = draw(np.array(search["scores"]), search["temperatures"], search["thresholds"], tuple(search["best"]))
+    save(fig, path)
+
+
+def save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
