@@ -1,4 +1,4 @@
-"""The `bstar-pl` command: `sft fit` (LightningCLI), `demo`, and the small tools behind them."""
+"""The `bstar-pl` command: `sft fit` and `prm fit` (LightningCLI), `prm-data`, `demo` and smaller tools."""
 
 from __future__ import annotations
 
@@ -21,12 +21,17 @@ def main(argv: list[str] | None = None) -> None:
         if argv[:1] == ["sft"]:
             sft_cli(argv[1:])
             return
+        if argv[:1] == ["prm"]:
+            prm_cli(argv[1:])
+            return
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from bstar_pl.demo import demo
+        from bstar_pl.shepherd import prm_data
         from bstar_pl.tasks.arithmetic import write_splits
         from bstar_pl.tiny import make_tiny
 
-        CLI({"make-tiny": make_tiny, "make-data": write_splits, "demo": demo}, args=argv, as_positional=False)
+        commands = {"make-tiny": make_tiny, "make-data": write_splits, "demo": demo, "prm-data": prm_data}
+        CLI(commands, args=argv, as_positional=False)
     except RecordError as e:
         sys.exit(f"error: {e}")
 
@@ -48,6 +53,24 @@ def sft_cli(args: list[str], run: bool = True) -> object:
         args=args,
         run=run,
         trainer_defaults={"logger": logger, "max_epochs": 3},
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def prm_cli(args: list[str], run: bool = True) -> object:
+    """`bstar-pl prm fit --config ...`: LightningCLI over PRMModule and PRMDataModule (TensorBoard under runs/prm)."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from bstar_pl.prm import PRMModule
+    from bstar_pl.prm_data import PRMDataModule
+
+    logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs/prm"}}
+    return LightningCLI(
+        PRMModule,
+        PRMDataModule,
+        args=args,
+        run=run,
+        trainer_defaults={"logger": logger, "max_epochs": 2},
         save_config_kwargs={"overwrite": True},
     )
 
