@@ -1,5 +1,5 @@
-"""The `bstar-pl` command: `sft fit` (LightningCLI), `iterate` (the B-STaR loop), `evaluate`, `report`, `demo`,
-and small tools."""
+"""The `bstar-pl` command: `sft fit` and `prm fit` (LightningCLI), `prm-data`, `iterate` (the B-STaR loop),
+`evaluate`, `report`, `demo`, and small tools."""
 
 from __future__ import annotations
 
@@ -31,16 +31,26 @@ def main(argv: list[str] | None = None) -> None:
 
             iterate(CLI(Config, args=argv[1:], as_positional=False))
             return
+        if argv[:1] == ["prm"]:
+            prm_cli(argv[1:])
+            return
         if argv[:1] == ["report"]:
             report_cli(argv[1:])
             return
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from bstar_pl.demo import demo
         from bstar_pl.evaluate_cli import evaluate
+        from bstar_pl.shepherd import prm_data
         from bstar_pl.tasks.arithmetic import write_splits
         from bstar_pl.tiny import make_tiny
 
-        commands = {"make-tiny": make_tiny, "make-data": write_splits, "demo": demo, "evaluate": evaluate}
+        commands = {
+            "make-tiny": make_tiny,
+            "make-data": write_splits,
+            "prm-data": prm_data,
+            "demo": demo,
+            "evaluate": evaluate,
+        }
         CLI(commands, args=argv, as_positional=False)
     except (RecordError, ConfigError, RunError) as e:
         sys.exit(f"error: {e}")
@@ -76,6 +86,24 @@ def sft_cli(args: list[str], run: bool = True) -> object:
         args=args,
         run=run,
         trainer_defaults={"logger": logger, "max_epochs": 3},
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def prm_cli(args: list[str], run: bool = True) -> object:
+    """`bstar-pl prm fit --config ...`: LightningCLI over PRMModule and PRMDataModule (TensorBoard under runs/prm)."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from bstar_pl.prm import PRMModule
+    from bstar_pl.prm_data import PRMDataModule
+
+    logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs/prm"}}
+    return LightningCLI(
+        PRMModule,
+        PRMDataModule,
+        args=args,
+        run=run,
+        trainer_defaults={"logger": logger, "max_epochs": 2},
         save_config_kwargs={"overwrite": True},
     )
 

@@ -66,7 +66,11 @@ def temperature_key(t: float) -> str:
 
 @dataclass(frozen=True)
 class Scored:
-    """A sample with its reward: r = 1[correct] + min(step_scores) / 5 (no PRM: step_scores empty)."""
+    """A sample with its reward: r = 1[correct] + min(step_scores) / 5 (no PRM: step_scores empty).
+
+    `aligned` is False when a PRM was used but could not place the response's steps on its tokens: then
+    step_scores is empty and the reward is 1[correct] alone (see scoring.score_samples).
+    """
 
     sample: Sample
     correct: bool
@@ -81,6 +85,26 @@ class SFTExample:
 
     query: str = field(metadata=NONEMPTY)
     output: str = field(metadata=NONEMPTY)
+
+
+@dataclass(frozen=True)
+class PRMExample:
+    """A PRM training example in the reference's "prm-v4" format: a question, the response's steps (joined by a
+    blank line they are the response; the last one carries the answer) and one label per step in [0, 1]."""
+
+    input: str = field(metadata=NONEMPTY)
+    output: list[str]
+    label: list[float]
+
+    def __post_init__(self) -> None:
+        if not self.output or len(self.output) != len(self.label):
+            raise ValueError(
+                f"fields 'output' and 'label' must be non-empty lists of one length, got {len(self.output)} steps "
+                f"and {len(self.label)} labels"
+            )
+        for i, value in enumerate(self.label):
+            if not 0 <= value <= 1:
+                raise ValueError(f"field 'label[{i}]': expected a number in [0, 1], got {value}")
 
 
 @dataclass(frozen=True)

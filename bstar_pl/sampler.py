@@ -144,6 +144,44 @@ class Sampler:
                 samples.append(Sample(problem.id, float(t), c.index, c.text, len(c.token_ids), c.finish_reason))
         return samples if shards == 1 else _gather(samples, problems, shards, self.tensor_parallel_size)
 
+    def complete(
+        self,
+        requests: Sequence[tuple[str, str, str]],
+        temperature: float,
+        n: int,
+        *,
+        max_new_tokens: int | None = None,
+        progress: bool = True,
+    ) -> list[list[str]]:
+        """`n` continuations of each request `(key, question, prefix)`: the policy prompt of `question` followed by
+        the response prefix `prefix` (tokenised on its own, as SFT tokenises a response), seeded by `key`.
+
+        For Math-Shepherd labels: complete a solution from each of its steps. A prefix that fills the context gets
+        no continuations (an empty list). One process only: requests are not sharded over ranks.
+        """
+        from vllm import SamplingParams
+
+        self._awake("weights", "kv_cache")
+        if n < 1 or temperature <= 0:
+            raise ValueError(f"need n >= 1 and temperature > 0, got n={n}, temperature={temperature}")
+        limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        prompts, params, slots = [], [], []
+        for k, (key, question, prefix) in enumerate(requests):
+            tokens = prompt_ids(self.tokenizer, question) + self.tokenizer(prefix, add_special_tokens=False).input_ids
+            room = min(limit, self.max_model_len - len(tokens))
+            if room < 1:
+                continue
+            digest = hashlib.sha256(f"{self.seed}/{key}/{temperature_key(temperature)}".encode()).digest()
+            seed = int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+            prompts.append({"prompt_token_ids": tokens})
+            params.append(SamplingParams(n=n, temperature=temperature, top_p=1.0, max_tokens=room, seed=seed))
+            slots.append(k)
+        outputs = self.llm.generate(prompts, params, use_tqdm=progress) if prompts else []
+        texts: list[list[str]] = [[] for _ in requests]
+        for k, output in zip(slots, outputs):
+            texts[k] = [c.text for c in sorted(output.outputs, key=lambda c: c.index)]
+        return texts
+
     def load_weights(self, weights: Weights, source: str | os.PathLike[str] | None = None) -> None:
         """Swap new weights (HF checkpoint names, any float dtype) into the running engine.
 

@@ -1,22 +1,153 @@
-"""Rewards of sampled responses: r = 1[correct] (+ the PRM's solution score, once the PRM lands)."""
+"""Rewards of sampled responses: the answer check plus, with a PRM, the PRM's step scores.
+
+One forward pass per response, responses batched by length; a step's score is the sigmoid of the PRM's logit at the
+step's score token (steps.py), so the solution score lies in [0, 1] and r = 1[correct] + solution_score / 5.
+A response whose steps cannot be placed on its tokens is flagged `aligned=False`, never given a made-up score.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+import torch
+from tqdm import tqdm
+from transformers import AutoTokenizer
+
+from bstar_pl.prm_model import load_reward_model
 from bstar_pl.records import Problem, Sample, Scored
+from bstar_pl.sft import DTYPES
+from bstar_pl.steps import StepTokens, encode_steps, prm_steps
+
+
+@dataclass(frozen=True)
+class StepScores:
+    """One response's step scores (probabilities, one per PRM step); empty and `aligned=False` when its steps
+    could not be aligned with its tokens."""
+
+    scores: list[float]
+    aligned: bool
+
+
+def solution_score(scores: Sequence[float], how: str = "min") -> float:
+    """A solution's score from its step scores: the minimum (paper), the last step's, or the product."""
+    if not scores:
+        raise ValueError("no step scores: an unaligned response has no solution score")
+    if how == "min":
+        return min(scores)
+    if how == "last":
+        return scores[-1]
+    if how == "prod":
+        return math.prod(scores)
+    raise ValueError(f"how must be 'min', 'last' or 'prod', got {how!r}")
+
+
+class PRMScorer:
+    """A saved PRM directory, ready to score (question, response) pairs.
+
+    Args:
+        path: PRM directory (`PRMModule`'s export).
+        device: where the model runs ("cpu", "cuda", ...).
+        dtype: backbone dtype ("float32", "bfloat16", ...); the head computes in float32.
+        max_batch_tokens: padded tokens per forward pass (batch rows × longest row); a longer response runs alone.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        max_batch_tokens: int = 16384,
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.path = Path(path)
+        self.device = torch.device(device)
+        self.max_batch_tokens = max_batch_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model = load_reward_model(self.path, DTYPES[dtype], torch.float32, self.device).eval()
+        self.max_len = self.model.backbone.config.max_position_embeddings
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
+
+    @classmethod
+    def from_dir(
+        cls, path: str | os.PathLike[str], *, device: str = "cpu", dtype: str = "float32", max_batch_tokens: int = 16384
+    ) -> PRMScorer:
+        return cls(path, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens)
+
+    def encode(self, question: str, response: str) -> StepTokens:
+        return encode_steps(self.tokenizer, question, prm_steps(response))
+
+    def score(self, questions: Sequence[str], responses: Sequence[str], progress: bool = True) -> list[StepScores]:
+        """Step scores of each (question, response), in order."""
+        if len(questions) != len(responses):
+            raise ValueError(f"{len(questions)} questions but {len(responses)} responses")
+        encoded = [self.encode(q, r) for q, r in zip(questions, responses)]
+        for i, e in enumerate(encoded):
+            if len(e.input_ids) > self.max_len:
+                raise ValueError(f"response {i}: {len(e.input_ids)} tokens exceed the PRM's {self.max_len} positions")
+        results = [StepScores([], False) for _ in encoded]
+        order = sorted((i for i, e in enumerate(encoded) if e.aligned), key=lambda i: len(encoded[i].input_ids))
+        with tqdm(total=len(order), desc="PRM scoring", disable=not progress) as bar:
+            for batch in length_batches([len(encoded[i].input_ids) for i in order], self.max_batch_tokens):
+                rows = [order[k] for k in batch]
+                for i, scores in zip(rows, self._forward([encoded[i] for i in rows])):
+                    results[i] = StepScores(scores, True)
+                bar.update(len(rows))
+        return results
+
+    @torch.inference_mode()
+    def _forward(self, batch: list[StepTokens]) -> list[list[float]]:
+        width = max(len(e.input_ids) for e in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, e in enumerate(batch):
+            ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
+            mask[row, : len(e.input_ids)] = 1
+        probs = torch.sigmoid(self.model(ids.to(self.device), mask.to(self.device))).cpu()
+        return [probs[row, e.ends].tolist() for row, e in enumerate(batch)]
+
+
+def length_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
+    """Consecutive index runs of `lengths` (sorted ascending) whose padded size (rows × longest) fits the budget."""
+    batches: list[list[int]] = []
+    for i, n in enumerate(lengths):
+        if batches and (len(batches[-1]) + 1) * n <= max_batch_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def score_samples(
     problems: Sequence[Problem],
     samples: Sequence[Sample],
     is_correct: Callable[[str, Problem], bool],
-    prm: object | None = None,
+    prm: PRMScorer | None = None,
     how: str = "min",
     weight: float = 0.2,
+    progress: bool = True,
 ) -> list[Scored]:
-    """Grade every sample with the task; reward = 1[correct]."""
-    if prm is not None:
-        raise NotImplementedError("PRM scoring")
+    """Reward every sample: float(correct), plus `weight` x solution_score (the paper: 1/5) with a PRM.
+
+    A response the PRM cannot align keeps step_scores empty, aligned=False and reward float(correct): it is
+    rewarded as without a PRM rather than with an invented score, and the driver may drop it at selection.
+    """
     by_id = {p.id: p for p in problems}
-    return [Scored(s, c, float(c)) for s in samples for c in [is_correct(s.text, by_id[s.problem_id])]]
+    missing = [s.problem_id for s in samples if s.problem_id not in by_id]
+    if missing:
+        raise ValueError(f"sample of unknown problem {missing[0]!r} ({len(missing)} samples in all)")
+    correct = [bool(is_correct(s.text, by_id[s.problem_id])) for s in samples]
+    if prm is None:
+        return [Scored(s, c, float(c)) for s, c in zip(samples, correct)]
+    steps = prm.score([by_id[s.problem_id].question for s in samples], [s.text for s in samples], progress)
+    scored = []
+    for s, c, st in zip(samples, correct, steps):
+        reward = float(c) + (weight * solution_score(st.scores, how) if st.aligned else 0.0)
+        scored.append(Scored(s, c, reward, st.scores, st.aligned))
+    return scored

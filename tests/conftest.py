@@ -89,3 +89,27 @@ def sft_policy(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
     data = SFTDataModule(str(root / "data" / "sft.jsonl"), micro_batch_size=32, max_prompt_len=64, max_target_len=96)
     trainer.fit(module, datamodule=data)
     return policy, root / "data"
+
+
+@pytest.fixture(scope="session")
+def bpe_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama with a byte-level BPE tokenizer (GPT-2 style bytes, no pre-splitting), so merges cross "\\n\\n":
+    the PRM must not depend on the sentencepiece tokenizer's one-token newlines."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from bstar_pl.tiny import build_model, corpus
+
+    out = tmp_path_factory.mktemp("models") / "bpe"
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    bpe.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    bpe.train_from_iterator(
+        corpus(),
+        trainers.BpeTrainer(vocab_size=320, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=alphabet),
+    )
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    wrapped.save_pretrained(out)
+    build_model(out, AutoTokenizer.from_pretrained(out), layers=2, hidden=64, heads=2, seed=2)
+    return out

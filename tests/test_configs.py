@@ -1,4 +1,4 @@
-"""Every YAML under configs/ is headed by what it does and its command, parses, and (SFT) instantiates."""
+"""Every YAML under configs/ is headed by what it does and its command, parses, and (SFT, PRM) instantiates."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 
-from bstar_pl.cli import main, sft_cli
+from bstar_pl.cli import main, prm_cli, sft_cli
 from bstar_pl.data import SFTDataModule
+from bstar_pl.prm import PRMModule
+from bstar_pl.prm_data import PRMDataModule
 from bstar_pl.sft import SFTModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +34,10 @@ def is_sft(path: Path) -> bool:
     return "bstar-pl sft " in path.read_text().split("\n", 2)[1]
 
 
+def is_prm(path: Path) -> bool:
+    return "bstar-pl prm " in path.read_text().split("\n", 2)[1]
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_config_parses_with_its_command(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
@@ -48,3 +55,22 @@ def test_sft_config_instantiates(path: Path, tmp_path: Path) -> None:
     assert isinstance(cli.model, SFTModule) and isinstance(cli.datamodule, SFTDataModule)
     assert cli.model.model is None  # nothing loaded before configure_model
     assert cli.model.hparams.lr > cli.model.hparams.lr_min > 0
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if is_prm(p)], ids=lambda p: str(p.relative_to(ROOT)))
+def test_prm_config_instantiates(path: Path, tmp_path: Path) -> None:
+    overrides = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto"]
+    cli = prm_cli(["--config", str(path), *overrides, f"--trainer.default_root_dir={tmp_path}"], run=False)
+    assert isinstance(cli.model, PRMModule) and isinstance(cli.datamodule, PRMDataModule)
+    assert cli.model.model is None  # nothing loaded before configure_model
+    assert cli.model.hparams.lr > cli.model.hparams.lr_min > 0
+
+
+def test_mistral_prm_config_has_the_paper_settings() -> None:
+    """lr 2e-6 -> 2e-7 (PRMModule's defaults), 2 epochs, batch 256, bf16."""
+    config = yaml.safe_load((ROOT / "configs" / "prm" / "mistral-7b.yaml").read_text())
+    model, trainer = PRMModule(**config["model"]), config["trainer"]
+    assert (model.hparams.lr, model.hparams.lr_min, model.hparams.param_dtype) == (2e-6, 2e-7, "bfloat16")
+    dp = trainer["strategy"]["init_args"]["data_parallel_size"]
+    assert config["data"]["micro_batch_size"] * dp * trainer["accumulate_grad_batches"] == 256
+    assert trainer["max_epochs"] == 2

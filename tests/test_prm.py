@@ -1,0 +1,134 @@
+"""PRMModule on the tiny model: it trains (backbone and head), fits labels, exports a PRM the scorer reads, FSDP2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch.distributed.tensor import DTensor
+
+from bstar_pl.cli import main
+from bstar_pl.prm import PRMModule
+from bstar_pl.prm_data import PRMDataModule, write_prm
+from bstar_pl.prm_model import is_prm_dir, load_reward_model
+from bstar_pl.records import PRMExample
+from bstar_pl.scoring import PRMScorer
+from bstar_pl.steps import SEP, prm_steps
+from bstar_pl.tasks import arithmetic
+
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+PROBLEMS = arithmetic.generate("train", 16, arithmetic.ArithmeticSpec(min_terms=3, max_terms=3), seed=3)
+
+
+def examples() -> list[PRMExample]:
+    """Each reference solution (every step good), and one with nonsense steps (every step bad)."""
+    out = []
+    for p in PROBLEMS:
+        steps = prm_steps(p.solution)
+        out.append(PRMExample(input=p.question, output=steps, label=[1.0] * len(steps)))
+        out.append(PRMExample(input=p.question, output=["? = ?", "? = ?\n\n# Answer\n\n?"], label=[0.0, 0.0]))
+    return out
+
+
+class Losses(L.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: PRMModule, out: dict, batch: dict, i: int) -> None:
+        self.losses.append(float(out["loss"]))
+
+
+def trainer(steps: int, losses: Losses, strategy: object = "auto") -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        strategy=strategy,
+        max_epochs=-1,
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        callbacks=[losses],
+    )
+
+
+def data(train_on: str = "all") -> PRMDataModule:
+    # File order mixes good and bad examples in every batch (grouping by length would not: they differ in length).
+    module = PRMDataModule(micro_batch_size=8, max_prompt_len=64, max_target_len=64, train_on=train_on, shuffle=False)
+    module.set_examples(examples())
+    return module
+
+
+def test_fit_trains_backbone_and_head_and_exports_a_prm(tiny_model_dir: Path, tmp_path: Path) -> None:
+    L.seed_everything(0)
+    module, losses = PRMModule(str(tiny_model_dir), lr=1e-3, lr_min=1e-5, export_dir=str(tmp_path / "prm")), Losses()
+    module.configure_model()
+    before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    trainer(3, losses).fit(module, datamodule=data())
+    assert len(losses.losses) == 3 and all(torch.isfinite(torch.tensor(losses.losses)))
+    after = module.model.state_dict()
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+    assert not torch.equal(
+        before["backbone.layers.0.mlp.up_proj.weight"], after["backbone.layers.0.mlp.up_proj.weight"]
+    )
+    # The export is one directory that the scorer reads, giving the trained model's own step scores.
+    assert is_prm_dir(tmp_path / "prm")
+    example = examples()[1]
+    scorer = PRMScorer(tmp_path / "prm")
+    (scores,) = scorer.score([example.input], [SEP.join(example.output)], progress=False)
+    st = scorer.encode(example.input, SEP.join(example.output))
+    module.model.eval()
+    with torch.no_grad():
+        expected = torch.sigmoid(module.model(torch.tensor([st.input_ids]))[0, st.ends]).tolist()
+    assert scores.scores == pytest.approx(expected, abs=1e-5)
+    # A PRM directory is also a valid starting point: the head comes back as trained.
+    reloaded = load_reward_model(tmp_path / "prm")
+    assert torch.equal(reloaded.head.weight, after["head.weight"])
+
+
+@pytest.mark.parametrize("train_on", ["all", "end"])
+def test_labels_are_learned(tiny_model_dir: Path, train_on: str) -> None:
+    """Thirty steps on 32 examples whose labels a token tells: the weighted BCE falls well below its start."""
+    L.seed_everything(0)
+    module, losses = PRMModule(str(tiny_model_dir), lr=1e-3, lr_min=1e-4, warmup_steps=3), Losses()
+    trainer(30, losses).fit(module, datamodule=data(train_on))
+    first, last = sum(losses.losses[:4]) / 4, sum(losses.losses[-4:]) / 4
+    assert last < 0.6 * first, losses.losses
+
+
+def test_fsdp2_on_cpu_shards_and_exports(tiny_model_dir: Path, tmp_path: Path) -> None:
+    L.seed_everything(0)
+    module, losses = PRMModule(str(tiny_model_dir), lr=1e-3, export_dir=str(tmp_path / "prm")), Losses()
+    strategy = ModelParallelStrategy(1, 1, process_group_backend="gloo")
+    trainer(2, losses, strategy).fit(module, datamodule=data())
+    assert all(isinstance(p, DTensor) for p in module.model.parameters())
+    assert all(torch.isfinite(torch.tensor(losses.losses)))
+    assert (
+        PRMScorer(tmp_path / "prm").score(["What is 1 + 2?"], ["1 + 2 = 3\n\n# Answer\n\n3"], progress=False)[0].aligned
+    )
+
+
+def test_prm_fit_through_the_cli(tiny_model_dir: Path, tmp_path: Path) -> None:
+    train = tmp_path / "prm.jsonl"
+    write_prm(train, examples())
+    main(
+        [
+            "prm",
+            "fit",
+            f"--model.model_path={tiny_model_dir}",
+            f"--model.export_dir={tmp_path / 'out'}",
+            f"--data.train_file={train}",
+            "--data.micro_batch_size=8",
+            "--trainer.accelerator=cpu",
+            "--trainer.max_steps=2",
+            "--trainer.logger=false",
+            "--trainer.enable_checkpointing=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert is_prm_dir(tmp_path / "out")
