@@ -1,10 +1,12 @@
 """Tasks. Every task is a module here with the same three functions, so the driver needs no cases:
 
-    load(source, limit=None) -> list[Problem]   problems from a local file (JSON, JSON lines,
-                                                parquet) or a `datasets` dataset; `question`
-                                                holds all the policy sees (e.g. ARC's choices)
-    extract_answer(text) -> str | None          the final answer of a response, None if none
-    is_correct(text, problem) -> bool           the task's reward; never raises, never hangs
+load(source, limit=None) -> list[Problem]   problems from a local file (JSON, JSON lines,
+                                            parquet) or a `datasets` dataset; `question`
+                                            holds all the policy sees (e.g. ARC's choices)
+extract_answer(text) -> str | None          the final answer of a response, None if none
+is_correct(text, problem) -> bool           the task's reward; never raises, never hangs
+
+`batch.grade_all(task, texts, problems)` grades many responses on all cores.
 """
 
 from __future__ import annotations
