@@ -109,5 +109,9 @@ def test_guard_kills_a_call_stuck_in_c_code_and_recovers() -> None:
         with pytest.raises(CallFailed, match="died"):
             guard.call(os._exit, (3,), timeout=30)
         assert guard.call(pow, (3, 2), timeout=30) == 9
+        # A batch streams its results; the calls after a stuck one go to a new worker.
+        results = guard.call_many(pow, [(2, 3), (9, 9**9), (3, 2), (2, 5, 0)], timeout=0.5)
+        assert results[0] == 8 and isinstance(results[1], Timeout) and results[2] == 9
+        assert isinstance(results[3], CallFailed) and "ValueError" in str(results[3])
     finally:
         guard.close()

@@ -31,6 +31,8 @@ MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verificat
         ("\\boxed{1}\n\n# Answer\n\n2", "2"),  # the B-STaR block wins
         ("It costs $\\$18$\n\n# Answer\n\n$18", "18"),  # a currency sign
         ("Steps\n\n# Answer\n\n$\\boxed{-5}$", "-5"),
+        ("Steps\n\n# Answer\n\n{(2,4)}", "(2,4)"),
+        ("Steps\n\n# Answer\n\n{1}+{2}", "{1}+{2}"),  # not one group around all of it
         ("", None),
         ("no answer here", None),
         ("Steps\n\n# Answer\n\n", None),

@@ -15,7 +15,9 @@ from types import ModuleType
 from tqdm import tqdm
 
 from bstar_pl.records import Problem
-from bstar_pl.tasks.guard import CallFailed, Guard, Timeout
+from bstar_pl.tasks.guard import Guard
+
+CHUNK = 64  # responses per request to a worker
 
 
 def grade_all(
@@ -26,22 +28,26 @@ def grade_all(
     timeout: float = 5.0,
     progress: bool = True,
 ) -> list[bool]:
-    """`task.is_correct(texts[i], problems[i])` for every i, in `workers` processes (default: all cores).
+    """`task.is_correct(texts[i], problems[i])` for every i, in `workers` processes (default: the cores
+    this process may use).
 
-    `timeout` bounds each response (seconds); past it the worker is killed and restarted and the
-    response counts as wrong. Results come back in input order.
+    `timeout` bounds each response (seconds); past it the worker is killed and replaced and the
+    response counts as wrong, as does one whose grading raised. Results come back in input order.
     """
     if len(texts) != len(problems):
         raise ValueError(f"{len(texts)} texts but {len(problems)} problems")
     n = len(texts)
-    workers = max(1, min(workers or os.cpu_count() or 1, n))
+    workers = max(1, min(workers or len(os.sched_getaffinity(0)), n))
     results = [False] * n
     if n == 0:
         return results
     warm_up = functools.partial(_warm_up, task.__name__)
     guards = [Guard(preload=(task.__name__,), warm_up=warm_up) for _ in range(workers)]
-    # Threads only feed the processes; they wait on pipes, so the GIL is no bottleneck.
-    next_index = iter(range(n))
+    # Threads only feed the processes; they wait on sockets, so the GIL is no bottleneck. Responses go
+    # out in chunks (results stream back one by one, each under its own deadline): a round trip per
+    # response would cost more than grading an integer answer.
+    chunk = max(1, min(CHUNK, n // (4 * workers)))
+    next_index = iter(range(0, n, chunk))
     lock = threading.Lock()
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -51,15 +57,15 @@ def grade_all(
         try:
             while not stop.is_set():
                 with lock:
-                    i = next(next_index, None)
-                if i is None:
+                    start = next(next_index, None)
+                if start is None:
                     return
-                try:
-                    results[i] = bool(guard.call(_grade, (task.__name__, texts[i], problems[i]), timeout))
-                except (Timeout, CallFailed):
-                    results[i] = False
+                calls = [(task.__name__, texts[i], problems[i]) for i in range(start, min(start + chunk, n))]
+                for i, result in enumerate(guard.call_many(_grade, calls, timeout), start=start):
+                    # A Timeout or CallFailed (the grader hung or crashed on this response) counts as wrong.
+                    results[i] = result is True
                 with lock:
-                    bar.update(1)
+                    bar.update(len(calls))
         except BaseException as e:  # e.g. a grading process that cannot start: report it, do not hang
             errors.append(e)
             stop.set()
@@ -82,7 +88,7 @@ def grade_all(
 
 def _grade(module: str, text: str, problem: Problem) -> bool:
     """Runs in a grading process: the task's own reward."""
-    return importlib.import_module(module).is_correct(text, problem)
+    return bool(importlib.import_module(module).is_correct(text, problem))
 
 
 def _warm_up(module: str) -> None:

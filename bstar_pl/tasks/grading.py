@@ -80,15 +80,16 @@ def last_boxed(text: str) -> str | None:
 
 
 def clean(answer: str) -> str:
-    """Strip what surrounds an answer: space, a final full stop, math delimiters, a `\boxed{}` around
-    all of it, a currency `$`."""
+    """Strip what surrounds an answer: space, a final full stop, math delimiters, a `\\boxed{}` or a
+    brace group around all of it, a currency `$`."""
     answer = answer.strip().removesuffix(".").strip()
     for left, right in _DELIMITERS:
         if len(answer) > len(left) + len(right) and answer.startswith(left) and answer.endswith(right):
             answer = answer[len(left) : -len(right)].strip()
             break
-    if answer.startswith("\\boxed{") and (inner := last_boxed(answer)) is not None and len(inner) == len(answer) - 8:
-        answer = inner.strip()
+    for opener in ("\\boxed{", "{"):  # a box or a brace group around all of it (braces only group)
+        if answer.startswith(opener) and _closing_brace(answer, len(opener) - 1) == len(answer) - 1:
+            answer = answer[len(opener) : -1].strip()
     # A lone `$` left over is a currency sign ("$18"), not math mode.
     return re.sub(r"(?<!\\)\$", "", answer).strip()
 
@@ -159,6 +160,16 @@ class _SoftTimeout(BaseException):
 
 def _alarm(signum: int, frame: object) -> None:
     raise _SoftTimeout
+
+
+def _closing_brace(text: str, start: int) -> int | None:
+    """The index of the brace closing the one at `start` (escaped braces skipped), None if unclosed."""
+    depth = 0
+    for m in _BRACES.finditer(text, start):
+        depth += 1 if m[0] == "{" else -1
+        if depth == 0:
+            return m.start()
+    return None
 
 
 def _integer(text: str) -> str:

@@ -68,22 +68,34 @@ class Guard:
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
         """`fn(*args)` in the worker; raises Timeout past `timeout` seconds, CallFailed if it raised or
         the worker died, RuntimeError if no zygote can start (a broken install, not a bad input)."""
+        (result,) = self.call_many(fn, [args], timeout)
+        if isinstance(result, (Timeout, CallFailed)):
+            raise result
+        return result
+
+    def call_many(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], timeout: float) -> list[Any]:
+        """`fn(*args)` for every `args` in `calls`, each under its own `timeout`; a failed call's result is
+        its Timeout or CallFailed instance. The worker runs the calls back to back and streams the
+        results (no round trip per call); after a timeout the rest go to a new worker."""
+        results: list[Any] = []
         with self._lock:
             if self._owner != os.getpid():  # inherited through a fork: those processes are not ours
                 self._zygote, self._control, self._worker, self._owner = None, None, None, os.getpid()
-            _, conn = self._get_worker()
-            try:
-                conn.send((fn, args))
-                if not conn.poll(timeout):
+            while len(results) < len(calls):
+                _, conn = self._get_worker()
+                try:
+                    conn.send((fn, list(calls[len(results) :])))
+                    while len(results) < len(calls):
+                        if not conn.poll(timeout):
+                            self._end_worker()
+                            results.append(Timeout(f"{fn.__name__} took more than {timeout:g} s"))
+                            break
+                        ok, value = conn.recv()
+                        results.append(value if ok else CallFailed(value))
+                except (EOFError, OSError) as e:  # the worker died (e.g. out of memory)
                     self._end_worker()
-                    raise Timeout(f"{fn.__name__} took more than {timeout:g} s")
-                ok, value = conn.recv()
-            except (EOFError, OSError) as e:  # the worker died (e.g. out of memory)
-                self._end_worker()
-                raise CallFailed(f"{fn.__name__}: the grading process died ({type(e).__name__})") from None
-            if not ok:
-                raise CallFailed(value)
-            return value
+                    results.append(CallFailed(f"{fn.__name__}: the grading process died ({type(e).__name__})"))
+        return results
 
     def close(self) -> None:
         """Stop the processes (a later call starts new ones)."""
@@ -202,21 +214,22 @@ def zygote(control_fd: int, parent: int) -> None:
 
 
 def _serve(conn: Connection) -> None:
-    """A worker's loop: answer calls until the parent closes the connection."""
+    """A worker's loop: answer batches of calls, one reply per call, until the parent closes the connection."""
     while True:
         try:
-            fn, args = conn.recv()
+            fn, calls = conn.recv()
         except (EOFError, OSError):
             return
-        try:
-            reply = (True, fn(*args))
-        except BaseException as e:  # any failure on untrusted input is an answer, not a crash
-            # Only the type: printing an exception about a huge expression can itself take forever.
-            reply = (False, f"{fn.__name__} raised {type(e).__name__}")
-        try:
-            conn.send(reply)
-        except (OSError, ValueError):
-            return
+        for args in calls:
+            try:
+                reply = (True, fn(*args))
+            except BaseException as e:  # any failure on untrusted input is an answer, not a crash
+                # Only the type: printing an exception about a huge expression can itself take forever.
+                reply = (False, f"{fn.__name__} raised {type(e).__name__}")
+            try:
+                conn.send(reply)
+            except (OSError, ValueError):
+                return
 
 
 def _die_with_parent(parent: int) -> None:
