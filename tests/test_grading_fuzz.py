@@ -115,3 +115,15 @@ def test_guard_kills_a_call_stuck_in_c_code_and_recovers() -> None:
         assert isinstance(results[3], CallFailed) and "ValueError" in str(results[3])
     finally:
         guard.close()
+
+
+def test_processes_started_by_an_ended_thread_are_replaced_without_failing_a_call() -> None:
+    guard = Guard()
+    try:
+        thread = threading.Thread(target=guard.call, args=(pow, (2, 2), 30))
+        thread.start()
+        thread.join()
+        time.sleep(0.5)  # the zygote and its worker die with that thread (parent-death signal)
+        assert guard.call(pow, (2, 3), timeout=30) == 8
+    finally:
+        guard.close()

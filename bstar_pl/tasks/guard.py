@@ -78,6 +78,7 @@ class Guard:
         its Timeout or CallFailed instance. The worker runs the calls back to back and streams the
         results (no round trip per call); after a timeout the rest go to a new worker."""
         results: list[Any] = []
+        retried = False
         with self._lock:
             if self._owner != os.getpid():  # inherited through a fork: those processes are not ours
                 self._zygote, self._control, self._worker, self._owner = None, None, None, os.getpid()
@@ -93,7 +94,11 @@ class Guard:
                         ok, value = conn.recv()
                         results.append(value if ok else CallFailed(value))
                 except (EOFError, OSError) as e:  # the worker died (e.g. out of memory)
+                    outside = self._zygote is None or self._zygote.poll() is not None
                     self._end_worker()
+                    if outside and not retried:  # killed with its zygote (its thread ended): not this input
+                        retried = True
+                        continue
                     results.append(CallFailed(f"{fn.__name__}: the grading process died ({type(e).__name__})"))
         return results
 
@@ -165,10 +170,12 @@ class Guard:
             return
         pid, conn = self._worker
         conn.close()
-        # Safe by pid: the zygote reaps its dead workers only when asked for a new one, so this pid
-        # is still the worker's (alive or a zombie), never a stranger's.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        # Safe by pid: while the zygote lives it reaps dead workers only when asked for a new one, so
+        # this pid is still the worker's (alive or a zombie), never a stranger's. A dead zygote's
+        # workers died with it (parent-death signal) and their pids may be reused: leave them.
+        if self._zygote is not None and self._zygote.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self._worker = None
 
 
