@@ -54,21 +54,21 @@ def test_too_small_a_space_fails_clearly() -> None:
 @pytest.mark.parametrize(
     ("text", "answer", "steps_ok"),
     [
-        ("37 + 48 = 85\n\n85 - 19 = 66\n\n# Answer\n\n66", 66, True),
-        ("48 - 19 = 29\n\n37 + 29 = 66\n\n# Answer\n\n66", 66, True),  # another order, also valid
-        ("37 - 19 = 18\n\n18 + 48 = 66\n\n# Answer\n\n66", 66, True),
-        ("37 + 48 = 85\n\n85 - 19 = 65\n\n# Answer\n\n66", 66, False),  # a false step, right answer
-        ("37 + 48 = 85\n\n48 - 19 = 29\n\n# Answer\n\n66", 66, False),  # reuses a consumed term
-        ("37 + 19 = 56\n\n56 + 10 = 66\n\n# Answer\n\n66", 66, False),  # wrong sign, made-up term
-        ("37 + 48 = 85\n\n85 - 19 = 66\n\n# Answer\n\n65", 65, False),
+        ("37 + 48 = 85\n\n85 - 19 = 66\n\n# Answer\n\n66", "66", True),
+        ("48 - 19 = 29\n\n37 + 29 = 66\n\n# Answer\n\n66", "66", True),  # another order, also valid
+        ("37 - 19 = 18\n\n18 + 48 = 66\n\n# Answer\n\n66", "66", True),
+        ("37 + 48 = 85\n\n85 - 19 = 65\n\n# Answer\n\n66", "66", False),  # a false step, right answer
+        ("37 + 48 = 85\n\n48 - 19 = 29\n\n# Answer\n\n66", "66", False),  # reuses a consumed term
+        ("37 + 19 = 56\n\n56 + 10 = 66\n\n# Answer\n\n66", "66", False),  # wrong sign, made-up term
+        ("37 + 48 = 85\n\n85 - 19 = 66\n\n# Answer\n\n65", "65", False),
         ("37 + 48 = 85\n\n85 - 19 = 66", None, False),  # no answer block (e.g. cut by the length limit)
-        ("# Answer\n\n66", 66, False),
+        ("# Answer\n\n66", "66", False),
         ("37 + 48 = 85\n\n# Answer\n\n66 apples", None, False),
     ],
 )
-def test_grading_and_step_check(text: str, answer: int | None, steps_ok: bool) -> None:
+def test_grading_and_step_check(text: str, answer: str | None, steps_ok: bool) -> None:
     assert extract_answer(text) == answer
-    assert is_correct(text, PROBLEM) == (answer == 66)
+    assert is_correct(text, PROBLEM) == (answer == "66")
     assert check_steps(text, PROBLEM) == steps_ok
 
 
@@ -89,6 +89,7 @@ def test_write_splits(tmp_path: Path) -> None:
     files = arithmetic.write_splits(tmp_path, n_sft=50, n_pool=40, n_dev=10, n_test=20)
     sft = read_jsonl(files["sft"], SFTExample)
     pool, dev, test = (read_jsonl(files[k], Problem) for k in ("pool", "dev", "test"))
+    assert arithmetic.load(files["pool"]) == pool and arithmetic.load(files["test"], limit=3) == test[:3]
     assert (len(sft), len(pool), len(dev), len(test)) == (50, 40, 10, 20)
     assert not {p.id for p in pool} & {p.id for p in dev + test}
     assert min(p.question.count(" ") for p in pool) > min(e.query.count(" ") for e in sft)  # easy -> hard

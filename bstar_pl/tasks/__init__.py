@@ -5,6 +5,8 @@ load(source, limit=None) -> list[Problem]   problems from a local file (JSON, JS
                                             holds all the policy sees (e.g. ARC's choices)
 extract_answer(text) -> str | None          the final answer of a response, None if none
 is_correct(text, problem) -> bool           the task's reward; never raises, never hangs
+
+`batch.grade_all(task, texts, problems)` grades many responses on all cores.
 """
 
 from __future__ import annotations

@@ -13,12 +13,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bstar_pl.records import Problem, SFTExample, read_jsonl, write_jsonl
+from bstar_pl.records import Problem, SFTExample, from_dict, write_jsonl
+from bstar_pl.tasks.loading import Source, load_problems
 from bstar_pl.template import solution, split_response
 
 SPLITS = ("train", "dev", "test")
 _STEP = re.compile(r"^(-?\d+) ([-+*]) (\d+) = (-?\d+)$")
-_INT = re.compile(r"^-?\d+$")
+_INT = re.compile(r"^-?\d{1,30}$")  # bounded: int() of a 100 kB digit string raises
 
 
 @dataclass(frozen=True)
@@ -127,18 +128,24 @@ def write_splits(
     return files
 
 
-def extract_answer(text: str) -> int | None:
-    """The integer after `# Answer`, or None when the response has no well-formed answer."""
+def load(source: Source, limit: int | None = None) -> list[Problem]:
+    """Problems as `write_splits` writes them (Problem records)."""
+    return load_problems(source, limit, lambda row: from_dict(Problem, row))
+
+
+def extract_answer(text: str) -> str | None:
+    """The integer after `# Answer` (as written, e.g. "-5"), or None when there is no well-formed answer."""
     _, answer = split_response(text)
     if answer is None:
         return None
     first = answer.split("\n", 1)[0].strip()
-    return int(first) if _INT.match(first) else None
+    return first if _INT.match(first) else None
 
 
 def is_correct(text: str, problem: Problem) -> bool:
     """Answer-only grading: the final answer equals the gold answer (steps are not looked at)."""
-    return extract_answer(text) == int(problem.answer)
+    answer = extract_answer(text)
+    return answer is not None and int(answer) == int(problem.answer)
 
 
 def check_steps(text: str, problem: Problem) -> bool:
@@ -154,7 +161,7 @@ def check_steps(text: str, problem: Problem) -> bool:
         if not _apply(terms, x, op, y, z):
             return False
     done = len(terms) == 1 and len(terms[0][1]) == 1
-    return done and terms[0][0] * terms[0][1][0] == int(problem.answer) == extract_answer(text)
+    return done and terms[0][0] * terms[0][1][0] == int(problem.answer) and is_correct(text, problem)
 
 
 def _apply(terms: list[tuple[int, list[int]]], x: int, op: str, y: int, z: int) -> bool:
@@ -205,8 +212,3 @@ def _format(operands: list[int], ops: list[str]) -> str:
 def _parse(question: str) -> tuple[list[int], list[str]]:
     tokens = question.removeprefix("What is ").removesuffix("?").split()
     return [int(t) for t in tokens[::2]], tokens[1::2]
-
-
-def load(source: str | os.PathLike[str], limit: int | None = None) -> list[Problem]:
-    """Problems of a JSON-lines file written by `write_splits` (the first `limit` of them)."""
-    return read_jsonl(source, Problem)[:limit]

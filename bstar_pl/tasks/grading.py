@@ -1,0 +1,201 @@
+"""Math answers: find the final answer in a response and decide whether it equals the gold answer.
+
+Equivalence is symbolic (math-verify), so `\\frac{x}{7}+\\frac{2}{7}` equals `\\frac{x+2}{7}`. Every
+comparison is bounded: a size guard, a timer inside the grading process, and a hard deadline after
+which that process is killed. `equivalent` never raises and returns False when time runs out.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+import signal
+import threading
+
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+from bstar_pl.tasks import guard
+from bstar_pl.template import split_response
+
+SOFT_TIMEOUT = 1.0  # CPU seconds of math-verify work per comparison, stopped by a timer in the grading process
+HARD_TIMEOUT = 1.5  # wall seconds before the grading process is killed (C code that no timer interrupts)
+MAX_ANSWER_CHARS = 400  # MATH500 gold answers are <= 53 characters; sympy needs seconds for 900
+MAX_BRACE_DEPTH = 8  # gold answers nest <= 2 deep; 15 deep takes math-verify > 1 s
+
+_ANSWER_IS = re.compile(r"the\s+(?:final\s+)?answer\s+is\s*:?[ \t]*([^\n]*)", re.IGNORECASE)
+_BOXED_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACES = re.compile(r"(?<!\\)[{}]")
+_INTEGER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)")
+_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_CONFIG = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
+WARM_UP = [
+    ("\\frac{1}{2}", "0.5"),
+    ("x+1", "1+x"),
+    ("(1,2]", "(1,2)"),
+    ("\\sqrt{2}", "2^{1/2}"),
+    ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+    ("\\{1,2\\}", "\\{2,1\\}"),
+    ("\\text{A}", "\\text{(A)}"),
+    ("90^\\circ", "\\frac{\\pi}{2}"),
+    ("x=3", "3"),
+    ("3\\pi", "9.42"),
+]
+
+# math-verify logs every timeout with the whole input (possibly 100 kB), and warns once that we run
+# it without its own timeouts (ours replace them).
+logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+
+
+def extract_final_answer(text: str) -> str | None:
+    """The final answer of a response: the B-STaR `# Answer` block, else the last `\\boxed{...}`,
+    else what follows the last "The answer is"; None if there is none. Linear in the text length."""
+    _, block = split_response(text)
+    if block is not None:
+        answer = block.split("\n\n", 1)[0]
+    else:
+        answer = last_boxed(text)
+        if answer is None:
+            matches = list(_ANSWER_IS.finditer(text))
+            answer = _sentence(matches[-1][1]) if matches else None
+    answer = clean(answer) if answer is not None else ""
+    return answer or None
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last complete `\\boxed{...}` (balanced braces, escaped braces skipped)."""
+    opens = {m.end() - 1 for m in _BOXED_OPEN.finditer(text)}
+    if not opens:
+        return None
+    stack: list[int] = []
+    last: tuple[int, int] | None = None
+    for m in _BRACES.finditer(text):
+        if m[0] == "{":
+            stack.append(m.start())
+        elif stack:
+            start = stack.pop()
+            if start in opens and (last is None or start > last[0]):
+                last = (start, m.start())
+    return text[last[0] + 1 : last[1]] if last else None
+
+
+def clean(answer: str) -> str:
+    """Strip what surrounds an answer: space, a final full stop, math delimiters, a `\\boxed{}` or a
+    brace group around all of it, a currency `$`."""
+    answer = answer.strip().removesuffix(".").strip()
+    for left, right in _DELIMITERS:
+        if len(answer) > len(left) + len(right) and answer.startswith(left) and answer.endswith(right):
+            answer = answer[len(left) : -len(right)].strip()
+            break
+    for opener in ("\\boxed{", "{"):  # a box or a brace group around all of it (braces only group)
+        if answer.startswith(opener) and _closing_brace(answer, len(opener) - 1) == len(answer) - 1:
+            answer = answer[len(opener) : -1].strip()
+    # A lone `$` left over is a currency sign ("$18"), not math mode.
+    return re.sub(r"(?<!\\)\$", "", answer).strip()
+
+
+def equivalent(pred: str | None, gold: str) -> bool:
+    """Whether answer `pred` equals `gold` mathematically. Never raises for any input (a grading
+    process that cannot start at all, a broken install, does raise); False on timeout."""
+    if pred is None:
+        return False
+    pred, gold = pred.strip(), gold.strip()
+    if pred == gold:
+        return True
+    if _INTEGER.fullmatch(pred) and _INTEGER.fullmatch(gold):  # the common case, without sympy
+        return _integer(pred) == _integer(gold)
+    if not (_small(pred) and _small(gold)):
+        return False
+    if guard.inside():  # already in a grading process under a deadline
+        return symbolic_equal(pred, gold)
+    try:
+        return _guard().call(symbolic_equal, (pred, gold), HARD_TIMEOUT)
+    except (guard.Timeout, guard.CallFailed):
+        return False
+
+
+def warm_up() -> None:
+    """Fill sympy's and math-verify's first-use caches (fractions, symbols, intervals, matrices, sets)."""
+    for pred, gold in WARM_UP:
+        symbolic_equal(pred, gold)
+
+
+def symbolic_equal(pred: str, gold: str) -> bool:
+    """math-verify's comparison of two answers, stopped after SOFT_TIMEOUT where a timer can work (the
+    main thread). It has no hard deadline: call `equivalent`, unless already in a grading process."""
+    timer = threading.current_thread() is threading.main_thread()
+    try:
+        if timer:  # CPU time, not wall time: a busy machine must not turn right answers wrong
+            previous = signal.signal(signal.SIGPROF, _alarm)
+            signal.setitimer(signal.ITIMER_PROF, SOFT_TIMEOUT)
+        try:
+            gold_parsed = parse(f"\\boxed{{{gold}}}", _CONFIG, parsing_timeout=None)
+            pred_parsed = parse(f"\\boxed{{{pred}}}", _CONFIG, parsing_timeout=None)
+            return bool(gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=None))
+        finally:
+            if timer:
+                signal.setitimer(signal.ITIMER_PROF, 0)
+                signal.signal(signal.SIGPROF, previous)
+    except (_SoftTimeout, Exception):  # the timer may also fire just before it is cancelled
+        return False
+
+
+_shared: guard.Guard | None = None
+_shared_lock = threading.Lock()
+
+
+def _guard() -> guard.Guard:
+    """This process's grading process for one-off calls (started on first use, stopped at exit)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = guard.Guard(preload=[__name__], warm_up=warm_up)
+            atexit.register(_shared.close)
+        return _shared
+
+
+class _SoftTimeout(BaseException):
+    """Raised by the timer; a BaseException so that math-verify's `except Exception` lets it through."""
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise _SoftTimeout
+
+
+def _closing_brace(text: str, start: int) -> int | None:
+    """The index of the brace closing the one at `start` (escaped braces skipped), None if unclosed."""
+    depth = 0
+    for m in _BRACES.finditer(text, start):
+        depth += 1 if m[0] == "{" else -1
+        if depth == 0:
+            return m.start()
+    return None
+
+
+def _integer(text: str) -> str:
+    """An integer's canonical digits ("-1,050" -> "-1050"), as text: int() refuses > 4300 digits."""
+    digits = text.lstrip("-").replace(",", "").lstrip("0") or "0"
+    return "-" + digits if text.startswith("-") and digits != "0" else digits
+
+
+def _small(answer: str) -> bool:
+    """Short and shallow enough to parse: the size guard in front of sympy."""
+    if len(answer) > MAX_ANSWER_CHARS:
+        return False
+    depth = 0
+    for m in _BRACES.finditer(answer):
+        depth += 1 if m[0] == "{" else -1
+        if depth > MAX_BRACE_DEPTH:
+            return False
+    return True
+
+
+def _sentence(rest: str) -> str:
+    """The answer in the rest of a line after "The answer is": a math span, or up to the full stop."""
+    rest = rest.strip()
+    for left, right in _DELIMITERS:
+        if rest.startswith(left):
+            end = rest.find(right, len(left))
+            if end > 0:
+                return rest[: end + len(right)]
+    return re.split(r"\.(?:\s|$)", rest, maxsplit=1)[0]

@@ -1,0 +1,61 @@
+"""GSM8K: grade-school word problems with an integer answer.
+
+Rows are `{question, answer}` with the rationale ending `#### n` (openai/grade-school-math), or
+`{question, ground_truth}` ending `A: n` (its example_model_solutions file). Answers may carry thousands
+separators (`#### 1,450,000`) and signs; grading is numeric through the math grader.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from bstar_pl.records import Problem
+from bstar_pl.tasks import grading
+from bstar_pl.tasks.loading import Source, load_problems, optional_id, text_field
+from bstar_pl.template import solution
+
+_CALCULATOR = re.compile(r"<<[^<>]*>>")  # "16 - 3 = <<16-3=13>>13": the annotation a calculator filled in
+_NUMBER_WITH_UNIT = re.compile(r"(-?[\d,]*\.?\d+)\s*[A-Za-z][A-Za-z ]*")  # "18 dollars"
+
+
+def load(source: Source, limit: int | None = None) -> list[Problem]:
+    """GSM8K problems; `solution` is the rationale in B-STaR format (one step per line, no annotations)."""
+    return load_problems(source, limit, problem)
+
+
+def problem(row: Mapping[str, Any]) -> Problem:
+    """One row as a Problem (a ValueError names a bad field)."""
+    question = text_field(row, "question")
+    if "answer" not in row and "ground_truth" in row:
+        rationale, sep, final = text_field(row, "ground_truth").rpartition("\nA:")
+        if not sep:
+            raise ValueError("field 'ground_truth': no final 'A: <answer>' line")
+    else:
+        rationale, sep, final = text_field(row, "answer").rpartition("####")
+        if not sep:
+            raise ValueError("field 'answer': no final '#### <answer>' line")
+    answer = final.strip().replace(",", "")
+    if not answer:
+        raise ValueError("the final answer is empty")
+    steps = [line.strip() for line in _CALCULATOR.sub("", rationale).splitlines() if line.strip()]
+    return Problem(
+        id=optional_id(row, "id", "gsm8k", question),
+        question=question,
+        answer=answer,
+        solution=solution(steps, answer),
+    )
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer (`# Answer` block, last `\\boxed{}`, or "The answer is"), a trailing unit dropped."""
+    answer = grading.extract_final_answer(text)
+    if answer is not None and len(answer) <= 100 and (m := _NUMBER_WITH_UNIT.fullmatch(answer)):
+        return m[1]
+    return answer
+
+
+def is_correct(text: str, problem: Problem) -> bool:
+    """The response's final answer equals the gold number. Never raises; bounded in time."""
+    return grading.equivalent(extract_answer(text), problem.answer)

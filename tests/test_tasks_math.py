@@ -1,0 +1,161 @@
+"""Math tasks (MATH500, GSM8K): answer extraction, symbolic grading, the real files, batch grading."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from bstar_pl.records import Problem
+from bstar_pl.tasks import grading, gsm8k, math
+from bstar_pl.tasks.batch import grade_all
+from bstar_pl.template import split_response
+
+MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("Add them.\n\n# Answer\n\n\\frac{1}{2}", "\\frac{1}{2}"),
+        ("Add them.\n\n# Answer\n\n$18$.\n\nExtra text after a blank line", "18"),
+        ("So $\\boxed{\\frac{a}{\\sqrt{2}}}$, and finally $\\boxed{3}$.", "3"),
+        ("The set is $\\boxed{\\left\\{1,2\\right\\}}$.", "\\left\\{1,2\\right\\}"),
+        ("First \\boxed{3}, then cut off: \\boxed{\\frac{1", "3"),  # a truncated box is no answer
+        ("Thus \\fbox{5}", "5"),
+        ("So the answer is $\\frac{1}{2}$. Done.", "\\frac{1}{2}"),
+        ("The final answer is 42.", "42"),
+        ("the answer is: 3.5.\nThe answer is 7 dollars. Bye", "7 dollars"),  # the last one
+        ("\\boxed{1}\n\n# Answer\n\n2", "2"),  # the B-STaR block wins
+        ("It costs $\\$18$\n\n# Answer\n\n$18", "18"),  # a currency sign
+        ("Steps\n\n# Answer\n\n$\\boxed{-5}$", "-5"),
+        ("Steps\n\n# Answer\n\n{(2,4)}", "(2,4)"),
+        ("Steps\n\n# Answer\n\n{1}+{2}", "{1}+{2}"),  # not one group around all of it
+        ("", None),
+        ("no answer here", None),
+        ("Steps\n\n# Answer\n\n", None),
+    ],
+)
+def test_extract_final_answer(text: str, answer: str | None) -> None:
+    assert grading.extract_final_answer(text) == math.extract_answer(text) == answer
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "equal"),
+    [
+        ("\\frac{x}{7}+\\frac{2}{7}", "\\frac{x+2}{7}", True),  # exact-string matching calls this wrong
+        ("0.5", "\\frac12", True),
+        ("\\dfrac{3}{4}", "\\frac{3}{4}", True),
+        ("2+x", "x+2", True),
+        ("(2,1)", "(1,2)", False),
+        ("[1,2)", "[1,2]", False),
+        ("(-\\infty,2]", "(-\\infty, 2]", True),
+        ("\\sqrt{8}", "2\\sqrt{2}", True),
+        ("90^\\circ", "90", True),
+        ("\\text{Evelyn}", "\\text{Evelyn}", True),
+        ("\\text{Bob}", "\\text{Evelyn}", False),
+        ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", True),
+        ("1,450,000", "1450000", True),
+        ("-10", "-10", True),
+        ("10", "-10", False),
+        ("007", "7", True),
+        ("3", "4", False),
+        (None, "4", False),
+        ("1" * 5000, "1" * 5000 + "0", False),  # long integers compare as digits, not with int()
+    ],
+)
+def test_equivalence_is_symbolic(pred: str | None, gold: str, equal: bool) -> None:
+    assert grading.equivalent(pred, gold) is equal
+
+
+def test_gsm8k_reference_solutions_grade_correct(shared_data: Path) -> None:
+    problems = gsm8k.load(shared_data / "gsm8k_test.jsonl")
+    assert len(problems) == 1319 and len({p.id for p in problems}) == 1319
+    assert all("<<" not in p.solution and split_response(p.solution)[1] == p.answer for p in problems)
+    assert {p.answer for p in problems} >= {"1450000", "-10", "-3"}  # separators removed, signs kept
+    assert sum(gsm8k.is_correct(p.solution, p) for p in problems) == 1319
+    # The example-solutions file (rationale ending "A: n") loads as the same problems.
+    same = gsm8k.load(shared_data / "gsm8k_example_model_solutions.jsonl")
+    assert [(p.id, p.answer) for p in same] == [(p.id, p.answer) for p in problems]
+    wrong = [Problem(id="w", question="q", answer=str(int(p.answer) + 1)) for p in problems[:50]]
+    assert not any(gsm8k.is_correct(p.solution, w) for p, w in zip(problems, wrong))
+
+
+def test_gsm8k_labelled_model_solutions_agree_with_their_labels(shared_data: Path) -> None:
+    problems = gsm8k.load(shared_data / "gsm8k_test.jsonl")
+    rows = [json.loads(line) for line in (shared_data / "gsm8k_example_model_solutions.jsonl").open()]
+    agree = total = 0
+    for problem, row in zip(problems, rows):
+        for model in MODELS:
+            text, label = to_bstar(row[model]["solution"]), row[model]["is_correct"]
+            agree += gsm8k.is_correct(text, problem) == label
+            total += 1
+    print(f"GSM8K labelled model solutions: {agree}/{total} = {agree / total:.4f} agree with is_correct")
+    assert total == 5276 and agree / total >= 0.99
+
+
+def to_bstar(solution: str) -> str:
+    """A GSM8K model solution (lines, then `A: n`) in B-STaR format: lines as steps, then `# Answer`."""
+    lines = [line for line in solution.strip().split("\n") if line.strip()]
+    if lines and lines[-1].startswith("A:"):
+        lines[-1:] = ["# Answer", lines[-1][2:].strip()]
+    return "\n\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("text", "correct"),
+    [
+        ("She sells 9 eggs for $2 each.\n\n# Answer\n\n18", True),
+        ("# Answer\n\n$18.00", True),
+        ("# Answer\n\n18 dollars", True),
+        ("So she makes \\boxed{18} dollars.", True),  # an instruct model
+        ("9 * 2 = 18. The answer is 18.", True),  # a base model
+        ("The answer is 17.", False),
+        ("# Answer\n\n18 dollars and 50 cents", False),
+        ("18", False),  # no final answer marker
+    ],
+)
+def test_gsm8k_answer_forms(text: str, correct: bool) -> None:
+    assert gsm8k.is_correct(text, Problem(id="g", question="q", answer="18")) is correct
+
+
+def test_math500_reference_solutions_grade_equal_to_their_answers(shared_data: Path) -> None:
+    problems = math.load(shared_data / "math500_test.jsonl")
+    rows = [json.loads(line) for line in (shared_data / "math500_test.jsonl").open()]
+    assert len(problems) == 500 and problems[0].id == "test/precalculus/807.json"
+    assert problems[0].info == {"level": 2, "subject": "Precalculus", "unique_id": "test/precalculus/807.json"}
+    converted = sum(math.is_correct(p.solution, p) for p in problems)
+    raw = sum(math.is_correct(row["solution"], p) for row, p in zip(rows, problems))  # its last \boxed{}
+    # Through sympy, not the identical-string shortcut: gold parsed twice compares equal.
+    symbolic = sum(grading.symbolic_equal(p.answer, p.answer) for p in problems)
+    print(f"MATH500: {converted}/500 converted, {raw}/500 raw, {symbolic}/500 symbolic reference solutions correct")
+    assert converted == raw == symbolic == 500
+    shifted = sum(math.is_correct(p.solution, q) for p, q in itertools.pairwise(problems[:201]))
+    assert shifted < 10  # another problem's answer is (nearly always) wrong
+
+
+def test_math_rows_in_the_original_format(tmp_path: Path) -> None:
+    row = {"problem": "What is $1+1$?", "level": "Level 1", "type": "Prealgebra", "solution": "So $\\boxed{2}$."}
+    (problem,) = math.load([row])
+    assert (problem.answer, problem.info) == ("2", {"level": 1, "subject": "Prealgebra"})
+    assert problem.id.startswith("math-")
+    assert problem.solution == "So $\\boxed{2}$.\n\n# Answer\n\n2" and math.is_correct(problem.solution, problem)
+    with pytest.raises(ValueError, match="no \\\\boxed"):
+        math.load([{"problem": "p", "solution": "no box"}])
+
+
+def test_grade_all_matches_one_by_one_grading_in_order(shared_data: Path) -> None:
+    problems = math.load(shared_data / "math500_test.jsonl", limit=20)
+    stuck = "# Answer\n\n9^{9^{9^9}}"
+    texts = [problems[i if i % 2 else (i + 1) % 20].solution for i in range(20)] + [stuck]
+    problems = [*problems, problems[0]]
+    expected = [math.is_correct(t, p) for t, p in zip(texts, problems)]
+    assert grade_all(math, texts, problems, workers=2, progress=False) == expected
+    assert sum(expected) == 10 and not expected[-1]
+    # A per-response deadline shorter than the grader's own timer: the stuck worker is replaced.
+    assert grade_all(math, [stuck, texts[1]], problems[:2], workers=1, timeout=0.5, progress=False) == [False, True]
+    assert grade_all(math, [], [], progress=False) == []
+    with pytest.raises(ValueError, match="2 texts but 1 problems"):
+        grade_all(math, ["a", "b"], problems[:1])
