@@ -27,7 +27,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/bstar-pl demo --config configs/demo/tiny.yaml
+	$(VENV)/bin/bstar-pl demo --config configs/demo/tiny.yaml $(ARGS)
 
 # pytest exits 5 when it collects no test: not a failure of the suite.
 test: $(STAMP)
