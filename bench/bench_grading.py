@@ -15,16 +15,20 @@ import argparse
 import json
 import re
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 from bstar_pl.records import Problem
 from bstar_pl.tasks import grading, gsm8k, guard, math
 from bstar_pl.tasks.batch import grade_all
 
 Workload = tuple[ModuleType, list[str], list[Problem]]
+T = TypeVar("T")
 
 
 def math_workload(data: Path) -> Workload:
@@ -82,10 +86,22 @@ def one_by_one(task: ModuleType, texts: list[str], problems: list[Problem]) -> l
     return [task.is_correct(t, p) for t, p in zip(texts, problems)]
 
 
-def timed(fn: Callable[[], list[bool]]) -> tuple[float, list[bool]]:
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
     start = time.perf_counter()
     result = fn()
     return time.perf_counter() - start, result
+
+
+def free_cores() -> float:
+    """How many cores this machine gives us now: 2 pure-Python loops at once against one alone
+    (2.0 on an idle 2-core machine; less where other jobs share it)."""
+    loop = [sys.executable, "-c", "x = 0\nfor i in range(10_000_000): x += i"]
+    alone, _ = timed(lambda: subprocess.run(loop, check=True))
+    start = time.perf_counter()
+    pair = [subprocess.Popen(loop) for _ in range(2)]
+    for process in pair:
+        process.wait()
+    return 2 * alone / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -96,6 +112,7 @@ def main() -> None:
 
     grading.warm_up()  # this process's sympy caches, as the guarded processes warm theirs
     one_by_one(math, ["# Answer\n\n0.5"], [Problem(id="w", question="w", answer="\\frac12")])  # its guard started
+    print(f"free cores before: {free_cores():.2f}")
     two = math.load(args.data / "math500_test.jsonl", 2)
     start_up = {w: [] for w in (1, 2)}  # grade_all of 2 answers: start, import and warm-up of its processes
     print(f"{'workload':8} {'mode':24} {'answers':>7} {'correct':>7} {'answers/s':>9} {'w/o start':>9}  runs (s)")
@@ -125,6 +142,7 @@ def main() -> None:
                 f"{f'{len(texts) / (median - start):.0f}' if median > start else '':>9}  "
                 f"{' '.join(f'{s:.2f}' for s in seconds)}"
             )
+    print(f"free cores after: {free_cores():.2f}")
     for w, seconds in start_up.items():
         print(f"grade_all start-up, {w} worker(s) (start, import, warm up): median {statistics.median(seconds):.2f} s")
 
