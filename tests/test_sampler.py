@@ -107,6 +107,15 @@ def test_bad_requests_fail_before_sampling(sampler: Sampler) -> None:
         sampler.generate([*PROBLEMS, long], [1.0], 1)
 
 
+def test_completions_continue_a_prefix_seeded_by_key(sampler: Sampler) -> None:
+    """Math-Shepherd's completions: n per (key, question, prefix); the key seeds them; a full context gets none."""
+    question, prefix = PROBLEMS[0].question, "1 + 2 = 3\n\n"
+    requests = [("a", question, prefix), ("b", question, prefix), ("a", question, prefix), ("c", question, "9 " * 300)]
+    done = sampler.complete(requests, 1.0, 3, progress=False)
+    assert [len(texts) for texts in done] == [3, 3, 3, 0]
+    assert done[0] == done[2] and done[0] != done[1]
+
+
 def test_tied_embeddings_may_be_named_or_omitted(tiny_model_dir: Path) -> None:
     shapes = checkpoint_shapes(tiny_model_dir)
     assert tied_aliases(tiny_model_dir) == {}

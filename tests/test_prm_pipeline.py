@@ -1,0 +1,176 @@
+"""The PRM recipe end to end on the arithmetic task (slow): SFT a tiny policy, label its solutions Math-Shepherd style,
+train the PRM from the policy, score held-out samples. Labels are checked against the exact step checker; AUC and
+Best-of-K against a random pick are printed (run with -s to see them)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from bstar_pl.data import SFTDataModule
+from bstar_pl.prm import PRMModule
+from bstar_pl.prm_data import PRMDataModule, read_prm
+from bstar_pl.records import PRMExample, Problem, write_jsonl
+from bstar_pl.sampler import Sampler
+from bstar_pl.scoring import PRMScorer, solution_score
+from bstar_pl.sft import SFTModule
+from bstar_pl.shepherd import shepherd_examples
+from bstar_pl.steps import SEP
+from bstar_pl.tasks import arithmetic as A
+from bstar_pl.tiny import make_tiny
+
+pytestmark = pytest.mark.slow
+POOL = A.ArithmeticSpec(min_terms=3, max_terms=4)  # longer than SFT's: mixed outcomes, as in the demo
+
+
+def quiet_trainer(**kwargs: object) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's SFT recipe (900 steps of 2-3 term one-digit problems): about 40% of 3-4 term samples are right.
+
+    A weaker policy (500 steps: a quarter right) gave labels and a PRM no better than chance: it is the teacher."""
+    out = tmp_path_factory.mktemp("pipeline")
+    L.seed_everything(0)
+    module = SFTModule(str(make_tiny(out / "base")), lr=1e-3, lr_min=1e-5, warmup_steps=20, export_dir=str(out / "sft"))
+    data = SFTDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96)
+    data.set_examples(A.sft_examples(A.generate("train", 2000, A.ArithmeticSpec(max_terms=3), seed=0)), steps=900)
+    quiet_trainer(max_epochs=-1, max_steps=900).fit(module, datamodule=data)
+    return out / "sft"
+
+
+@pytest.fixture(scope="module")
+def sampler(policy: Path) -> Iterator[Sampler]:
+    engine = Sampler(policy, dtype="float32", max_model_len=256, max_new_tokens=64, seed=0)
+    yield engine
+    del engine
+    gc.collect()
+
+
+@pytest.fixture(scope="module")
+def labelled(sampler: Sampler) -> tuple[list[Problem], list[PRMExample]]:
+    problems = A.generate("train", 200, POOL, seed=1)
+    return problems, shepherd_examples(sampler, problems, A.is_correct, 8, 4, temperature=0.8, progress=False)
+
+
+@pytest.fixture(scope="module")
+def prm(
+    policy: Path, labelled: tuple[list[Problem], list[PRMExample]], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    out = tmp_path_factory.mktemp("prm") / "prm"
+    L.seed_everything(0)
+    module = PRMModule(str(policy), lr=3e-4, lr_min=3e-6, warmup_steps=5, export_dir=str(out))
+    data = PRMDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96)
+    data.set_examples(labelled[1])
+    quiet_trainer(max_epochs=10).fit(module, datamodule=data)
+    return out
+
+
+def exact_prefix_labels(steps: list[str], problem: Problem) -> list[float]:
+    """The checkable truth for each non-final step: 1 while every step so far is a true step on terms still present."""
+    terms = A._terms(*A._parse(problem.question))
+    ok, labels = True, []
+    for step in steps[:-1]:
+        m = A._STEP.match(step)
+        ok = ok and m is not None and A._apply(terms, int(m[1]), m[2], int(m[3]), int(m[4]))
+        labels.append(float(ok))
+    return labels
+
+
+def test_labels_agree_with_the_step_checker(labelled: tuple[list[Problem], list[PRMExample]]) -> None:
+    problems, examples = labelled
+    by_question = {p.question: p for p in problems}
+    counts = {(truth, label): 0 for truth in (0.0, 1.0) for label in (0.0, 1.0)}
+    for e in examples:
+        problem = by_question[e.input]
+        assert e.label[-1] == float(A.is_correct(SEP.join(e.output), problem))  # the final step: the answer
+        for truth, label in zip(exact_prefix_labels(e.output, problem), e.label):
+            counts[(truth, label)] += 1
+    wrong_steps = counts[(0.0, 0.0)] + counts[(0.0, 1.0)]
+    agree = (counts[(0.0, 0.0)] + counts[(1.0, 1.0)]) / sum(counts.values())
+    print(f"\nlabels: {len(examples)} solutions; (exact, Monte Carlo) step counts {counts}; agreement {agree:.3f}")
+    assert wrong_steps >= 30 and counts[(1.0, 1.0)] >= 30, "too few steps of one kind to judge"
+    # After a false step only compensating slips reach the gold answer: nearly all such steps are labelled 0.
+    assert counts[(0.0, 0.0)] / wrong_steps >= 0.85
+    assert agree >= 0.75  # a true step is labelled 0 when all c completions from it fail: the policy is weak
+
+
+def auc(positive: list[float], negative: list[float]) -> float:
+    """Probability that a random positive outranks a random negative (ties count half)."""
+    wins = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative)
+    return wins / (len(positive) * len(negative))
+
+
+@pytest.fixture(scope="module")
+def held_out(sampler: Sampler, prm: Path) -> list[tuple[str, bool, float]]:
+    """(problem id, answer correct, min step score) of 8 samples per held-out problem, unaligned ones scoring 0."""
+    problems = A.generate("dev", 100, POOL, seed=0)
+    samples = sampler.generate(problems, [0.8], 8, progress=False)
+    by_id = {p.id: p for p in problems}
+    scores = PRMScorer(prm).score([by_id[s.problem_id].question for s in samples], [s.text for s in samples], False)
+    return [
+        (s.problem_id, A.is_correct(s.text, by_id[s.problem_id]), solution_score(x.scores) if x.aligned else 0.0)
+        for s, x in zip(samples, scores)
+    ]
+
+
+def test_prm_ranks_correct_above_incorrect_samples(held_out: list[tuple[str, bool, float]]) -> None:
+    value = auc([v for _, c, v in held_out if c], [v for _, c, v in held_out if not c])
+    print(f"\nheld-out AUC (answer correct vs not, min step score): {value:.3f}")
+    assert value >= 0.8
+
+
+@pytest.mark.xfail(
+    reason="the 1M-parameter PRM learns which problems the policy solves, not to check a step's arithmetic: "
+    "within a problem it ranks near chance, so picking the top of K loses the majority answer's frequency",
+    strict=False,
+)
+def test_best_of_k_beats_a_random_pick(held_out: list[tuple[str, bool, float]]) -> None:
+    groups: dict[str, list[tuple[float, bool]]] = {}
+    for pid, correct, value in held_out:
+        groups.setdefault(pid, []).append((value, correct))
+    best = sum(max(g, key=lambda x: x[0])[1] for g in groups.values()) / len(groups)
+    random_pick = sum(sum(c for _, c in g) / len(g) for g in groups.values()) / len(groups)
+    print(f"\nBest-of-8 by PRM {best:.3f}, random pick of 8 {random_pick:.3f}")
+    assert best > random_pick
+
+
+def test_prm_data_command(policy: Path, tmp_path: Path) -> None:
+    """`bstar-pl prm-data` in its own process (one vLLM engine per process): prm-v4 rows that read back."""
+    problems = tmp_path / "problems.jsonl"
+    write_jsonl(problems, A.generate("train", 3, POOL, seed=2))
+    out = tmp_path / "prm.jsonl"
+    args = ["--policy", str(policy), "--problems", str(problems), "--out", str(out), "--solutions=2", "--completions=2"]
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("bstar-pl")),
+            "prm-data",
+            *args,
+            "--max_new_tokens=48",
+            "--max_model_len=256",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 1 <= len(read_prm(out)) <= 6 and "prm-data: {'problems': 3" in done.stdout
