@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -24,6 +22,7 @@ from bstar_pl.atomic import atomic_path
 from bstar_pl.data import StepSampler
 from bstar_pl.records import PRMExample, RecordError, from_dict
 from bstar_pl.steps import encode_steps
+from bstar_pl.tasks.loading import read_rows
 
 TAG = "ки"  # Math-Shepherd's step tag in `input`; `label` holds "+" or "-" in its place
 FIRST_STEP = re.compile(r"[Ss]tep 1:")
@@ -35,7 +34,8 @@ def read_prm(path: str | os.PathLike[str], soft_labels: bool = False) -> list[PR
     Math-Shepherd rows `{input, label, task}`, told apart row by row. Labels must be 0 or 1 unless `soft_labels`
     (then any number in [0, 1]); a malformed row fails with `path:line: what is wrong`."""
     examples = []
-    for row, where in _rows(Path(path)):
+    for row in read_rows(path):
+        where, row = row.where, row.data
         try:
             if isinstance(row, dict) and isinstance(row.get("label"), str):
                 example = from_shepherd(row)
@@ -92,33 +92,6 @@ def from_shepherd(row: dict[str, Any]) -> PRMExample:
     if not all(steps):
         raise ValueError("field 'input': an empty step")
     return PRMExample(input=parts[0][: first.start()].strip(), output=steps, label=labels)
-
-
-def _rows(path: Path) -> Iterator[tuple[Any, str]]:
-    """(decoded row, "path:line") for a JSON-lines file, or (row, "path[i]") for a `.json` list."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecordError(f"{path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise RecordError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise RecordError(f"{path}:{e.lineno}: bad JSON: {e.msg} (column {e.colno})") from None
-        if not isinstance(rows, list):
-            raise RecordError(f"{path}: expected a JSON list of PRM rows")
-        yield from ((row, f"{path}[{i}]") for i, row in enumerate(rows))
-        return
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RecordError(f"{path}:{lineno}: bad JSON: {e.msg} (column {e.colno})") from None
-        yield row, f"{path}:{lineno}"
 
 
 @dataclass(frozen=True)

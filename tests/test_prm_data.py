@@ -98,7 +98,7 @@ def test_bad_json_and_json_lists(tmp_path: Path) -> None:
         read_prm(path)
     listed = tmp_path / "prm.json"
     listed.write_text(json.dumps([GOOD, {**GOOD, "label": [1]}]))
-    with pytest.raises(RecordError, match=rf"^{listed}\[1\]: "):
+    with pytest.raises(RecordError, match=rf"^{listed}: item 1: "):
         read_prm(listed)
 
 

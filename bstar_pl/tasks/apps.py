@@ -14,12 +14,13 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bstar_pl.records import Problem, RecordError
 from bstar_pl.sandbox import Job, Limits, Result, run_many
+from bstar_pl.tasks.loading import read_rows
 from bstar_pl.template import solution as format_solution
 from bstar_pl.template import split_response
 
@@ -45,7 +46,8 @@ def load(source: str | os.PathLike[str] | Iterable[dict[str, Any]], limit: int |
     dataset). Rows are APPS records; `input_output` and `solutions` may be JSON text (the Hugging Face copy) or
     already decoded (../shared/data/apps_sample.jsonl). Problems without tests are skipped, with a warning."""
     problems, skipped = [], 0
-    for where, row in _rows(source):
+    for row in read_rows(source):
+        where, row = row.where, row.data
         if limit is not None and len(problems) >= limit:
             break
         problem = _problem(row, where)
@@ -161,40 +163,6 @@ def _close_numbers(a: float, b: float) -> bool:
 def _text(value: Any) -> str:
     """An APPS stdin/stdout text; a few rows store a list of lines instead."""
     return "\n".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
-def _rows(source: str | os.PathLike[str] | Iterable[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
-    """(where, row) for each row; `where` names the file and line (or row) for error messages."""
-    if not isinstance(source, (str, os.PathLike)):
-        yield from ((f"row {i}", row) for i, row in enumerate(source))
-        return
-    path = Path(source)
-    if not path.is_file():
-        raise RecordError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        yield from ((f"{path}: row {i}", row) for i, row in enumerate(pq.read_table(path).to_pylist()))
-        return
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise RecordError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise RecordError(f"{path}: bad JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
-        if not isinstance(rows, list):
-            raise RecordError(f"{path}: expected a JSON list of rows")
-        yield from ((f"{path}: row {i}", row) for i, row in enumerate(rows))
-        return
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                yield f"{path}:{lineno}", json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{path}:{lineno}: bad JSON: {e.msg} (column {e.colno})") from None
 
 
 def _problem(row: Any, where: str) -> Problem | None:
