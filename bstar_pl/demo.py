@@ -34,7 +34,7 @@ def demo(
     modes: tuple[str, ...] = MODES,
     sft_epochs: int = 30,
     prm: bool = True,
-    prm_problems: int = 300,
+    prm_problems: int = 200,
     prm_epochs: int = 3,
     seed: int = 0,
 ) -> Path:
