@@ -273,25 +273,46 @@ class SFTDataModule(L.LightningDataModule):
             "prompts_truncated": sum(e.prompt_cut for e in encoded),
             "targets_truncated": sum(e.target_cut for e in encoded),
         }
-        rank_zero_info(f"SFT data: {self.stats}")
-        if self.trainer.logger is not None:
-            self.trainer.logger.log_metrics({f"data/{k}": v for k, v in self.stats.items()}, self.trainer.global_step)
+        report_stats(self.trainer, "SFT data", self.stats)
 
     def train_dataloader(self) -> DataLoader:
-        assert self.dataset is not None
-        dp = self.trainer.distributed_sampler_kwargs or {"num_replicas": 1, "rank": 0}
-        sampler = StepSampler(
-            [len(e.input_ids) for e in self.dataset.encoded],
-            self.micro_batch_size,
-            dp["num_replicas"],
-            dp["rank"],
-            self.trainer.accumulate_grad_batches,
-            self.steps,
-            self.seed,
-            self.shuffle,
-            self.window,
+        return step_loader(
+            self.trainer, self.dataset, self.micro_batch_size, self.steps, self.seed, self.shuffle, self.window
         )
-        return DataLoader(self.dataset, sampler=sampler, batch_size=None)
+
+
+def report_stats(trainer: L.Trainer, name: str, stats: dict[str, int]) -> None:
+    """Print a data module's counts (examples, cuts) once and log them to the trainer's logger."""
+    rank_zero_info(f"{name}: {stats}")
+    if trainer.logger is not None:
+        trainer.logger.log_metrics({f"data/{k}": v for k, v in stats.items()}, trainer.global_step)
+
+
+def step_loader(
+    trainer: L.Trainer,
+    dataset: torch.utils.data.Dataset,
+    micro_batch_size: int,
+    steps: int | None,
+    seed: int,
+    shuffle: bool,
+    window: tuple[int, int] | None = None,
+) -> DataLoader:
+    """This rank's loader of length-grouped step batches over `dataset` (whose `encoded` items have input_ids)."""
+    assert dataset is not None
+    dp = trainer.distributed_sampler_kwargs or {"num_replicas": 1, "rank": 0}
+    lengths = [len(e.input_ids) for e in dataset.encoded]
+    sampler = StepSampler(
+        lengths,
+        micro_batch_size,
+        dp["num_replicas"],
+        dp["rank"],
+        trainer.accumulate_grad_batches,
+        steps,
+        seed,
+        shuffle,
+        window,
+    )
+    return DataLoader(dataset, sampler=sampler, batch_size=None)
 
 
 def padding_waste(lengths: Sequence[Sequence[int]]) -> float:

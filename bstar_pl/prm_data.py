@@ -14,12 +14,11 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from bstar_pl.atomic import atomic_path
-from bstar_pl.data import StepSampler
+from bstar_pl.data import report_stats, step_loader
 from bstar_pl.records import PRMExample, RecordError, from_dict
 from bstar_pl.steps import encode_steps
 from bstar_pl.tasks.loading import read_rows
@@ -236,21 +235,7 @@ class PRMDataModule(L.LightningDataModule):
             "prompts_truncated": sum(e.prompt_cut for e in kept),
             "targets_truncated": sum(e.target_cut for e in kept),
         }
-        rank_zero_info(f"PRM data: {self.stats}")
-        if self.trainer.logger is not None:
-            self.trainer.logger.log_metrics({f"data/{k}": v for k, v in self.stats.items()}, self.trainer.global_step)
+        report_stats(self.trainer, "PRM data", self.stats)
 
     def train_dataloader(self) -> DataLoader:
-        assert self.dataset is not None
-        dp = self.trainer.distributed_sampler_kwargs or {"num_replicas": 1, "rank": 0}
-        sampler = StepSampler(
-            [len(e.input_ids) for e in self.dataset.encoded],
-            self.micro_batch_size,
-            dp["num_replicas"],
-            dp["rank"],
-            self.trainer.accumulate_grad_batches,
-            self.steps,
-            self.seed,
-            self.shuffle,
-        )
-        return DataLoader(self.dataset, sampler=sampler, batch_size=None)
+        return step_loader(self.trainer, self.dataset, self.micro_batch_size, self.steps, self.seed, self.shuffle)
