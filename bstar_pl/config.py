@@ -37,10 +37,22 @@ class Grid:
 
 @dataclass
 class TestSet:
-    """A test set evaluated greedily after every iteration; `task` grades it (default: the run's task)."""
+    """A test set evaluated after every iteration: greedy Pass@1 and, with k > 0, k samples per problem at
+    `temperature` for Pass@K, Pass@K-S (paper: P@32-4), majority vote and, with a PRM, Reward@K-S.
+
+    Args:
+        path: the problems file.
+        task: grades it (default: the run's task).
+        size: evaluate only the first this many problems (None: all).
+        k / s / temperature: the sampled metrics; k = 0 evaluates greedily only.
+    """
 
     path: Path
     task: str | None = None
+    size: int | None = None
+    k: int = 0
+    s: int = 4
+    temperature: float = 1.0
 
 
 @dataclass
@@ -51,7 +63,7 @@ class Data:
     pool_size: use the first this many pool queries (None: all).
     search: the fixed queries on which (t, τ) is searched; default: the first queries of the pool.
     search_size: how many search queries (paper: 600).
-    tests: name -> test set (problems file and, when not the run's, its task), evaluated greedily
+    tests: name -> test set (problems file, its task when not the run's, sampled metrics), evaluated
         after every iteration (e.g. MATH500, and GSM8K out of domain).
     sft: the SFT data, trained on by the `control` mode (same steps, no self-generated data).
     """
@@ -97,11 +109,14 @@ class Selection:
 @dataclass
 class Reward:
     """r = 1[correct] + weight · PRM solution score ("min", "last" or "prod" of its step scores);
-    without a PRM (`prm: null`), r = 1[correct]."""
+    without a PRM (`prm: null`), r = 1[correct]. A step score is the PRM's logit clipped to ±`clip`
+    (`score: logit`, the paper's scale: r_prm = min / 5 in [-1, 1]) or its sigmoid (`score: probability`)."""
 
     prm: Path | None = None
     aggregate: Literal["min", "last", "prod"] = "min"
     weight: float = 0.2
+    score: Literal["logit", "probability"] = "logit"
+    clip: float = 5.0
     batch_tokens: int = 16_384
 
 
@@ -186,6 +201,10 @@ def check(cfg: Config) -> None:
     files.update({f"data.tests.{k}.path": v.path for k, v in cfg.data.tests.items()})
     for name, test in cfg.data.tests.items():
         need(test.task in (None, *NAMES), f"data.tests.{name}.task", f"unknown task {test.task!r}")
+        need(test.size is None or test.size >= 1, f"data.tests.{name}.size", f"must be >= 1, got {test.size}")
+        need(test.k >= 0, f"data.tests.{name}.k", f"must be >= 0, got {test.k}")
+        need(test.s >= 1, f"data.tests.{name}.s", f"must be >= 1, got {test.s}")
+        need(test.k == 0 or test.temperature > 0, f"data.tests.{name}.temperature", "must be > 0 for sampling")
     if cfg.mode == "control":
         need(cfg.data.sft is not None, "data.sft", "the control mode trains on the SFT data: give its file")
         files["data.sft"] = cfg.data.sft
@@ -202,6 +221,12 @@ def check(cfg: Config) -> None:
     need(cfg.selection.n_target >= 1, "selection.n_target", "must be >= 1")
     need(cfg.selection.n_star is None or cfg.selection.n_star >= 1, "selection.n_star", "must be >= 1")
     need(cfg.reward.weight >= 0, "reward.weight", "must be >= 0")
+    need(cfg.reward.clip > 0, "reward.clip", "must be > 0")
+    need(
+        cfg.reward.aggregate != "prod" or cfg.reward.score == "probability",
+        "reward.aggregate",
+        "'prod' multiplies probabilities: it needs reward.score: probability",
+    )
     for name in ("steps", "micro_batch_size", "accumulate", "checkpoint_every"):
         need(getattr(cfg.train, name) >= 1, f"train.{name}", "must be >= 1")
     need(0 < cfg.train.lr_min <= cfg.train.lr, "train.lr_min", "need 0 < lr_min <= lr")

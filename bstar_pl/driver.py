@@ -33,7 +33,7 @@ from bstar_pl import balance, tasks
 from bstar_pl.atomic import atomic_write_text
 from bstar_pl.config import Config, ConfigError, check
 from bstar_pl.data import load_examples
-from bstar_pl.evaluate import sample_metrics, selection_metrics
+from bstar_pl.evaluate import policy_metrics, sample_metrics, selection_metrics
 from bstar_pl.monitor import log_iteration
 from bstar_pl.records import Problem, Sample, Scored, Selected, SFTExample, read_jsonl, write_jsonl
 from bstar_pl.sampler import Sampler
@@ -56,7 +56,7 @@ def iterate(cfg: Config, sampler: Sampler | None = None) -> list[dict[str, Any]]
     pool = task.load(cfg.data.pool, limit=cfg.data.pool_size)
     search_queries = task.load(cfg.data.search or cfg.data.pool, limit=cfg.data.search_size)
     graders = {name: tasks.get(t.task or cfg.data.task) for name, t in cfg.data.tests.items()}
-    tests = {name: (graders[name], graders[name].load(t.path)) for name, t in cfg.data.tests.items()}
+    tests = {name: (graders[name], graders[name].load(t.path, limit=t.size)) for name, t in cfg.data.tests.items()}
     n_star = cfg.selection.n_star or balance.n_star(cfg.selection.n_target, len(pool))
     run = Run(cfg, task, sampler)
 
@@ -188,7 +188,8 @@ class Run:
         extra: dict[str, Any] | None = None,
         search: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Greedy accuracy of P_i on every test set; with the iteration's other figures -> metrics.json."""
+        """P_i on every test set (greedy Pass@1, and the sampled metrics where the set asks for K samples);
+        with the iteration's other figures -> metrics.json."""
         path = self.folder(i) / "metrics.json"
         if path.exists():
             return json.loads(path.read_text())
@@ -196,11 +197,7 @@ class Run:
         if search and "balance_score" in search:
             metrics["search"] = {"threshold": search["threshold"], "balance_score": search["balance_score"]}
         for name, (task, problems) in tests.items():
-            file = self.folder(i) / f"test_{name}.jsonl"
-            samples = self.phase(file, lambda p=problems: self.generate(self.policy(i), p, [0.0], 1), Sample)
-            check_steps = getattr(task, "check_steps", None)
-            table = sample_metrics(problems, samples, task.is_correct, check_steps)
-            metrics.setdefault("test", {})[name] = table["0.00"]
+            metrics.setdefault("test", {})[name] = self.test(i, name, task, problems)
         timings = self.folder(i) / "timings.json"
         if self.seconds:
             earlier = json.loads(timings.read_text()) if timings.exists() else {}
@@ -212,6 +209,29 @@ class Run:
         if self.rank == 0:
             log_iteration(self.cfg.out / "tb" / "iterations", i, metrics, search)
         return metrics
+
+    def test(self, i: int, name: str, task: Any, problems: list[Problem]) -> dict[str, Any]:
+        """One test set's `policy_metrics`; its responses -> test_<name>.jsonl. The PRM, when the run has
+        one, ranks the K samples for Reward@K-S; a greedy response is graded only."""
+        spec = self.cfg.data.tests[name]
+
+        def generate() -> list[Sample]:
+            greedy = self.generate(self.policy(i), problems, [0.0], 1, (i, "evaluation"))
+            if spec.k == 0:
+                return greedy
+            return greedy + self.generate(self.policy(i), problems, [spec.temperature], spec.k, (i, "evaluation"))
+
+        samples = self.phase(self.folder(i) / f"test_{name}.jsonl", generate, Sample)
+        greedy = [x for x in samples if x.temperature == 0.0]
+        sampled = [x for x in samples if x.temperature != 0.0]
+        r, prm = self.cfg.reward, self.load_prm() if sampled else None
+        with self.timed("evaluation_scoring"):
+            greedy_scored = score_samples(problems, greedy, task.is_correct)
+            sampled_scored = score_samples(problems, sampled, task.is_correct, prm, r.aggregate, r.weight)
+        check_steps = getattr(task, "check_steps", None)
+        return policy_metrics(
+            problems, greedy_scored, sampled_scored, task.extract_answer, spec.s, prm is not None, check_steps
+        )
 
     # Helpers ------------------------------------------------------------------------------------
 
@@ -293,8 +313,8 @@ class Run:
             from bstar_pl.scoring import PRMScorer
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            batch = self.cfg.reward.batch_tokens
-            self.prm = PRMScorer.from_dir(self.cfg.reward.prm, device=device, max_batch_tokens=batch)
+            r = self.cfg.reward
+            self.prm = PRMScorer(r.prm, device=device, max_batch_tokens=r.batch_tokens, score=r.score, clip=r.clip)
         return self.prm
 
     def phase(self, path: Path, compute: Callable[[], T], record: type | None = None) -> T:

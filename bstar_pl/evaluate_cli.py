@@ -33,6 +33,7 @@ def evaluate(
     gpu_memory_utilization: float = 0.85,
     prm_aggregate: Literal["min", "last", "prod"] = "min",
     prm_weight: float = 0.2,
+    prm_score: Literal["logit", "probability"] = "logit",
     prm_batch_tokens: int = 16_384,
     save_samples: bool = True,
 ) -> dict[str, Any]:
@@ -54,10 +55,13 @@ def evaluate(
         seed: seeds the requests; the same seed gives the same samples.
         max_new_tokens / max_model_len / dtype / gpu_memory_utilization: the vLLM engine.
         prm_aggregate / prm_weight: r = 1[correct] + prm_weight · (min, last or prod of the step scores).
+        prm_score: a step score is the PRM's logit clipped to ±5 ("logit") or its sigmoid ("probability").
         prm_batch_tokens: padded tokens per PRM forward pass.
         save_samples: also write the graded responses.
     """
     check(policy, task, data, out, k, temperature, s, prm, limit)
+    if prm_aggregate == "prod" and prm_score != "probability":
+        raise ConfigError("config field 'prm_aggregate': 'prod' multiplies probabilities; set prm_score: probability")
     module = tasks.get(task)
     problems = module.load(data, limit=limit)
     if not problems:
@@ -80,7 +84,7 @@ def evaluate(
         from bstar_pl.scoring import PRMScorer
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        scorer = PRMScorer.from_dir(prm, device=device, max_batch_tokens=prm_batch_tokens)
+        scorer = PRMScorer(prm, device=device, max_batch_tokens=prm_batch_tokens, score=prm_score)
     samples_out = out.with_name(f"{out.stem}.samples.jsonl") if save_samples else None
     metrics = evaluate_policy(
         sampler, problems, module, k, temperature, s, scorer, seed,
@@ -88,6 +92,7 @@ def evaluate(
     )  # fmt: skip
     args = {"policy": policy, "task": task, "data": data, "prm": prm, "k": k, "temperature": temperature, "s": s}
     args |= {"limit": limit, "seed": seed, "max_new_tokens": max_new_tokens, "prm_aggregate": prm_aggregate}
+    args |= {"prm_score": prm_score}
     result = {"args": {key: str(v) if isinstance(v, Path) else v for key, v in args.items()}, "metrics": metrics}
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     sampled = f"; {k} samples at t={temperature:.2f}, S={s}" if k > 0 else ""

@@ -1,8 +1,11 @@
 """Rewards of sampled responses: the answer check plus, with a PRM, the PRM's step scores.
 
-One forward pass per response, responses batched by length; a step's score is the sigmoid of the PRM's logit at the
-step's score token (steps.py), so the solution score lies in [0, 1] and r = 1[correct] + solution_score / 5.
-A response whose steps cannot be placed on its tokens is flagged `aligned=False`, never given a made-up score.
+One forward pass per response, responses batched by length; a step's score is read at the step's score token
+(steps.py). By default it is the PRM's logit clipped to [-5, 5], so that r_prm = min / 5 lies in [-1, 1], the range
+the paper's threshold grid (-1 ... 1) spans: a wrong answer passes τ = 0 only when the PRM believes every step
+(logit > 0), and a right one whose steps the PRM doubts scores below 1. `score="probability"` gives the sigmoid
+instead (r_prm in [0, 0.2], where τ = 0 keeps every wrong answer). A response whose steps cannot be placed on its
+tokens is flagged `aligned=False`, never given a made-up score.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from bstar_pl.steps import StepTokens, encode_steps, prm_steps
 
 @dataclass(frozen=True)
 class StepScores:
-    """One response's step scores (probabilities, one per PRM step); empty and `aligned=False` when its steps
-    could not be aligned with its tokens."""
+    """One response's step scores (clipped logits or probabilities, one per PRM step); empty and
+    `aligned=False` when its steps could not be aligned with its tokens."""
 
     scores: list[float]
     aligned: bool
@@ -53,6 +56,8 @@ class PRMScorer:
         device: where the model runs ("cpu", "cuda", ...).
         dtype: backbone dtype ("float32", "bfloat16", ...); the head computes in float32.
         max_batch_tokens: padded tokens per forward pass (batch rows × longest row); a longer response runs alone.
+        score: "logit" (the head's logit clipped to ±`clip`) or "probability" (its sigmoid).
+        clip: the logit clip (the paper divides the solution score by 5: ±5 maps r_prm onto [-1, 1]).
     """
 
     def __init__(
@@ -62,9 +67,17 @@ class PRMScorer:
         device: str = "cpu",
         dtype: str = "float32",
         max_batch_tokens: int = 16384,
+        score: str = "logit",
+        clip: float = 5.0,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if score not in ("logit", "probability"):
+            raise ValueError(f"score must be 'logit' or 'probability', got {score!r}")
+        if not clip > 0:
+            raise ValueError(f"clip must be > 0, got {clip}")
+        self.score_kind = score
+        self.clip = clip
         self.path = Path(path)
         self.device = torch.device(device)
         self.max_batch_tokens = max_batch_tokens
@@ -73,12 +86,6 @@ class PRMScorer:
         self.max_len = self.model.backbone.config.max_position_embeddings
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
-
-    @classmethod
-    def from_dir(
-        cls, path: str | os.PathLike[str], *, device: str = "cpu", dtype: str = "float32", max_batch_tokens: int = 16384
-    ) -> PRMScorer:
-        return cls(path, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens)
 
     def encode(self, question: str, response: str) -> StepTokens:
         return encode_steps(self.tokenizer, question, prm_steps(response))
@@ -109,8 +116,9 @@ class PRMScorer:
         for row, e in enumerate(batch):
             ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
             mask[row, : len(e.input_ids)] = 1
-        probs = torch.sigmoid(self.model(ids.to(self.device), mask.to(self.device))).cpu()
-        return [probs[row, e.ends].tolist() for row, e in enumerate(batch)]
+        logits = self.model(ids.to(self.device), mask.to(self.device)).float().cpu()
+        scores = logits.clamp(-self.clip, self.clip) if self.score_kind == "logit" else torch.sigmoid(logits)
+        return [scores[row, e.ends].tolist() for row, e in enumerate(batch)]
 
 
 def length_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:

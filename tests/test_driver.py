@@ -16,13 +16,26 @@ import torch
 import yaml
 
 from bstar_pl.cli import main
-from bstar_pl.records import Sample, Selected, read_jsonl
+from bstar_pl.records import Sample, Scored, Selected, read_jsonl
 
 BSTAR_PL = str(Path(sys.executable).with_name("bstar-pl"))
 
 
+def random_prm(policy: Path) -> Path:
+    """The policy with a fresh (seeded) scalar head, saved once beside it: fixed, untrained step scores that
+    make rewards real numbers, so the PRM path of every phase runs."""
+    from bstar_pl.prm_model import load_reward_model, save_reward_model
+
+    out = policy.parent / "random_prm"
+    if not (out / "config.json").exists():
+        torch.manual_seed(0)
+        save_reward_model(load_reward_model(policy), policy, out)
+    return out
+
+
 def write_config(path: Path, out: Path, policy: Path, data: Path, **changes: object) -> Path:
-    """A small B-STaR run: 2 iterations, 8 training steps each with a checkpoint every 4."""
+    """A small B-STaR run with a PRM: 2 iterations, 8 training steps each with a checkpoint every 4; the
+    test set is evaluated greedily and its first 16 problems with 4 samples as well."""
     cfg = {
         "out": str(out),
         "policy": str(policy),
@@ -34,7 +47,10 @@ def write_config(path: Path, out: Path, policy: Path, data: Path, **changes: obj
             "pool": str(data / "pool.jsonl"),
             "pool_size": 48,
             "search_size": 24,
-            "tests": {"test": {"path": str(data / "test.jsonl")}},
+            "tests": {
+                "test": {"path": str(data / "test.jsonl")},
+                "sampled": {"path": str(data / "test.jsonl"), "size": 16, "k": 4, "s": 2, "temperature": 1.0},
+            },
         },
         "search": {
             "temperatures": {"start": 0.6, "stop": 1.2, "step": 0.3},
@@ -42,6 +58,7 @@ def write_config(path: Path, out: Path, policy: Path, data: Path, **changes: obj
             "samples": 4,
         },
         "selection": {"n_target": 96},
+        "reward": {"prm": str(random_prm(policy))},
         "sampling": {"samples": 4, "max_new_tokens": 64, "max_model_len": 256, "dtype": "float32"},
         "train": {
             "steps": 8,
@@ -134,6 +151,44 @@ def test_two_iterations_complete(reference: tuple[Path, dict]) -> None:
     assert [s.text for s in found["samples_1"]] != [s.text for s in found["samples_2"]]
 
 
+def test_sampled_test_metrics_match_the_saved_responses(reference: tuple[Path, dict], sft_policy) -> None:
+    """Pass@K, Pass@K-S and Reward@K-S of each iteration, recomputed by hand from test_sampled.jsonl and the
+    PRM's rewards in the same order; rewards are real numbers in (-1, 2) with the PRM's logits."""
+    from bstar_pl.scoring import PRMScorer
+    from bstar_pl.tasks import arithmetic
+
+    out, _ = reference
+    policy, data = sft_policy
+    problems = {p.id: p for p in arithmetic.load(data / "test.jsonl", limit=16)}
+    scorer = PRMScorer(random_prm(policy))
+    for i in (0, 1, 2):
+        samples = read_jsonl(out / f"iter_{i:02d}" / "test_sampled.jsonl", Sample)
+        greedy = [x for x in samples if x.temperature == 0.0]
+        sampled = [x for x in samples if x.temperature == 1.0]
+        assert len(greedy) == 16 and len(sampled) == 16 * 4
+        steps = scorer.score([problems[x.problem_id].question for x in sampled], [x.text for x in sampled], False)
+        per_problem: dict[str, list[tuple[float, bool, str]]] = {}
+        for x, st in zip(sampled, steps):
+            prm = min(st.scores) / 5 if st.aligned else float("-inf")
+            per_problem.setdefault(x.problem_id, []).append(
+                (prm, arithmetic.is_correct(x.text, problems[x.problem_id]), x.text)
+            )
+        metrics = json.loads((out / f"iter_{i:02d}" / "metrics.json").read_text())["test"]["sampled"]
+        assert (metrics["k"], metrics["s"], metrics["problems"]) == (4, 2, 16)
+        distinct = [len({t for _, ok, t in rows if ok}) for rows in per_problem.values()]
+        assert metrics["pass_at_k"] == pytest.approx(sum(d > 0 for d in distinct) / 16)
+        assert metrics["pass_at_k_s"] == pytest.approx(sum(d >= 2 for d in distinct) / 16)
+        # Equal scores come from equal texts (random head), so ties never mix right and wrong.
+        ranked = [sorted(rows, reverse=True) for rows in per_problem.values()]
+        assert metrics["best_of_k"] == pytest.approx(sum(rows[0][1] for rows in ranked) / 16)
+        assert metrics["reward_at_k_s"] == pytest.approx(sum(rows[0][1] and rows[1][1] for rows in ranked) / 16)
+        accuracy = sum(arithmetic.is_correct(x.text, problems[x.problem_id]) for x in greedy) / 16
+        assert metrics["accuracy"] == pytest.approx(accuracy)
+    scored = read_jsonl(out / "iter_01" / "scored.jsonl", Scored)
+    assert all(-1.0 <= s.reward - s.correct <= 1.0 for s in scored)
+    assert len({round(s.reward - s.correct, 6) for s in scored}) > 10, "PRM rewards should vary"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "phase",
@@ -178,6 +233,7 @@ def test_same_seed_same_selection_other_seed_differs(
         ({"selection.temperature": -1.0}, "selection.temperature"),
         ({"data.task": "chess"}, "data.task"),
         ({"iterations": 0}, "iterations"),
+        ({"reward.aggregate": "prod"}, "reward.aggregate"),  # a product of clipped logits means nothing
     ],
 )
 def test_bad_config_fails_before_any_work(

@@ -38,7 +38,7 @@ def test_prm_directory_holds_backbone_head_and_tokenizer(prm_dir: Path) -> None:
 
 def test_scores_are_read_at_each_steps_end(prm_dir: Path) -> None:
     """The hand-found positions: the first "\\n" after each step but the last, then the answer's last token."""
-    scorer = PRMScorer.from_dir(prm_dir)
+    scorer = PRMScorer(prm_dir)
     (result,) = scorer.score([QUESTION], [RESPONSES[0]], progress=False)
     st = scorer.encode(QUESTION, RESPONSES[0])
     tokens = scorer.tokenizer.convert_ids_to_tokens(st.input_ids)
@@ -46,8 +46,24 @@ def test_scores_are_read_at_each_steps_end(prm_dir: Path) -> None:
     assert tokens[first_newline - 1] == "3" and tokens[-2:] == ["7", scorer.tokenizer.eos_token]
     with torch.no_grad():
         logits = scorer.model(torch.tensor([st.input_ids]))[0]
-    expected = torch.sigmoid(logits[[first_newline, len(tokens) - 2]]).tolist()
-    assert result == StepScores(pytest.approx(expected, abs=1e-6), True) and len(result.scores) == 2
+    expected = logits[[first_newline, len(tokens) - 2]]
+    assert result == StepScores(pytest.approx(expected.tolist(), abs=1e-6), True) and len(result.scores) == 2
+    (probability,) = PRMScorer(prm_dir, score="probability").score([QUESTION], [RESPONSES[0]], progress=False)
+    assert probability.scores == pytest.approx(torch.sigmoid(expected).tolist(), abs=1e-6)
+
+
+def test_logits_are_clipped_to_the_papers_range(prm_dir: Path) -> None:
+    """±5 by default, so that r_prm = min / 5 lies in [-1, 1], the range of the paper's threshold grid."""
+    for shift, bound in ((100.0, 5.0), (-100.0, -5.0)):
+        scorer = PRMScorer(prm_dir)
+        scorer.model.head.bias.data += shift
+        (result,) = scorer.score([QUESTION], [RESPONSES[0]], progress=False)
+        assert result.scores == [bound, bound]
+    scorer = PRMScorer(prm_dir, clip=2.0)
+    scorer.model.head.bias.data += 100.0
+    assert scorer.score([QUESTION], [RESPONSES[0]], progress=False)[0].scores == [2.0, 2.0]
+    with pytest.raises(ValueError, match="score must be"):
+        PRMScorer(prm_dir, score="sigmoid")
 
 
 def test_batching_by_length_changes_no_score(prm_dir: Path) -> None:
@@ -95,7 +111,7 @@ def test_rewards_with_and_without_prm(prm_dir: Path) -> None:
     scored = score_samples([problem], samples, arithmetic.is_correct, PRMScorer(prm_dir), how="min", progress=False)
     for s in scored[:2]:
         assert s.aligned and s.reward == pytest.approx(float(s.correct) + min(s.step_scores) / 5)
-        assert 0 <= s.reward - float(s.correct) <= 0.2
+        assert -1.0 <= s.reward - float(s.correct) <= 1.0
     assert (scored[2].aligned, scored[2].step_scores, scored[2].reward) == (False, [], 0.0)
     with pytest.raises(ValueError, match="unknown problem 'q'"):
         score_samples([problem], [Sample("q", 1.0, 0, "x", 1, "stop")], arithmetic.is_correct)
