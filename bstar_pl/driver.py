@@ -73,6 +73,8 @@ class Run:
         self.cfg, self.task = cfg, task
         self.rank = int(os.environ.get("RANK", "0"))
         self.sampler = sampler
+        if sampler is not None:
+            sampler.prompt = cfg.prompt  # a shared engine serves this run's prompt format
         self.serving: Path | None = None  # the policy whose weights the engine holds (None: unknown)
         self.trainer = PolicyTrainer(cfg)
         self.prm: Any = None
@@ -258,6 +260,7 @@ class Run:
                 enable_sleep_mode=s.enable_sleep_mode,
                 seed=self.cfg.seed,
                 distributed_executor_backend="external_launcher" if world_size() > 1 else None,
+                prompt=self.cfg.prompt,
             )
             self.serving = policy
         elif self.serving != policy:
@@ -314,7 +317,14 @@ class Run:
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
             r = self.cfg.reward
-            self.prm = PRMScorer(r.prm, device=device, max_batch_tokens=r.batch_tokens, score=r.score, clip=r.clip)
+            self.prm = PRMScorer(
+                r.prm,
+                device=device,
+                max_batch_tokens=r.batch_tokens,
+                score=r.score,
+                clip=r.clip,
+                prompt=self.cfg.prompt,
+            )
         return self.prm
 
     def phase(self, path: Path, compute: Callable[[], T], record: type | None = None) -> T:

@@ -5,6 +5,7 @@ It starts the process's one vLLM engine; a caller that already holds one calls `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ from bstar_pl import tasks
 from bstar_pl.atomic import atomic_write_text
 from bstar_pl.config import ConfigError
 from bstar_pl.evaluate import evaluate_policy, format_table, metrics_table
+from bstar_pl.template import PLAIN, PromptFormat
 
 
 def evaluate(
@@ -36,6 +38,7 @@ def evaluate(
     prm_score: Literal["logit", "probability"] = "logit",
     prm_batch_tokens: int = 16_384,
     save_samples: bool = True,
+    prompt: PromptFormat = PLAIN,
 ) -> dict[str, Any]:
     """Evaluate `policy` on the test set `data` of `task`: greedy Pass@1, and over `k` samples at
     `temperature` Pass@K, Pass@K-S, majority vote and, with a PRM, Reward@K-S and Best-of-K; per level
@@ -58,6 +61,7 @@ def evaluate(
         prm_score: a step score is the PRM's logit clipped to ±5 ("logit") or its sigmoid ("probability").
         prm_batch_tokens: padded tokens per PRM forward pass.
         save_samples: also write the graded responses.
+        prompt: the policy's prompt format (`--prompt.chat true` for an instruct model's chat template).
     """
     check(policy, task, data, out, k, temperature, s, prm, limit)
     if prm_aggregate == "prod" and prm_score != "probability":
@@ -78,13 +82,14 @@ def evaluate(
         max_new_tokens=max_new_tokens,
         gpu_memory_utilization=gpu_memory_utilization,
         seed=seed,
+        prompt=prompt,
     )
     scorer = None
     if prm is not None:
         from bstar_pl.scoring import PRMScorer
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        scorer = PRMScorer(prm, device=device, max_batch_tokens=prm_batch_tokens, score=prm_score)
+        scorer = PRMScorer(prm, device=device, max_batch_tokens=prm_batch_tokens, score=prm_score, prompt=prompt)
     samples_out = out.with_name(f"{out.stem}.samples.jsonl") if save_samples else None
     metrics = evaluate_policy(
         sampler, problems, module, k, temperature, s, scorer, seed,
@@ -92,7 +97,7 @@ def evaluate(
     )  # fmt: skip
     args = {"policy": policy, "task": task, "data": data, "prm": prm, "k": k, "temperature": temperature, "s": s}
     args |= {"limit": limit, "seed": seed, "max_new_tokens": max_new_tokens, "prm_aggregate": prm_aggregate}
-    args |= {"prm_score": prm_score}
+    args |= {"prm_score": prm_score, "prompt": dataclasses.asdict(prompt)}
     result = {"args": {key: str(v) if isinstance(v, Path) else v for key, v in args.items()}, "metrics": metrics}
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     sampled = f"; {k} samples at t={temperature:.2f}, S={s}" if k > 0 else ""

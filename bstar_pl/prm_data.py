@@ -22,6 +22,7 @@ from bstar_pl.data import report_stats, step_loader
 from bstar_pl.records import PRMExample, RecordError, from_dict
 from bstar_pl.steps import encode_steps
 from bstar_pl.tasks.loading import read_rows
+from bstar_pl.template import PLAIN, PromptFormat
 
 TAG = "ки"  # Math-Shepherd's step tag in `input`; `label` holds "+" or "-" in its place
 FIRST_STEP = re.compile(r"[Ss]tep 1:")
@@ -110,10 +111,11 @@ def encode_prm(
     max_prompt_len: int,
     max_target_len: int,
     train_on: TrainOn = "all",
+    fmt: PromptFormat = PLAIN,
 ) -> PRMEncoded | None:
     """Tokenise one example (prompt + response + EOS, as SFT does); None when its steps cannot be aligned with
     its tokens. A long prompt keeps its end, a long response its start (the cut steps' tokens go)."""
-    st = encode_steps(tokenizer, example.input, example.output)
+    st = encode_steps(tokenizer, example.input, example.output, fmt)
     if st.ends is None:
         return None
     n = len(st.step_of)
@@ -177,6 +179,7 @@ class PRMDataModule(L.LightningDataModule):
         soft_labels: accept labels between 0 and 1 (Math-Shepherd's soft estimate); default: 0 or 1 only.
         steps: optimizer steps per epoch; None: one pass over the data.
         shuffle / seed: length-grouped seeded shuffling, as for SFT.
+        prompt: the policy's prompt format (as in `SFTDataModule`); scoring must use the same.
     """
 
     def __init__(
@@ -191,8 +194,10 @@ class PRMDataModule(L.LightningDataModule):
         steps: int | None = None,
         shuffle: bool = True,
         seed: int = 0,
+        prompt: PromptFormat = PLAIN,
     ) -> None:
         super().__init__()
+        self.prompt = prompt
         if train_on not in ("all", "end"):
             raise ValueError(f"train_on must be 'all' or 'end', got {train_on!r}")
         self.train_file, self.tokenizer_path = train_file, tokenizer
@@ -222,7 +227,8 @@ class PRMDataModule(L.LightningDataModule):
         path = self.tokenizer_path or self.trainer.lightning_module.hparams.model_path
         tokenizer = AutoTokenizer.from_pretrained(path)
         encoded = [
-            encode_prm(tokenizer, e, self.max_prompt_len, self.max_target_len, self.train_on) for e in self.examples
+            encode_prm(tokenizer, e, self.max_prompt_len, self.max_target_len, self.train_on, self.prompt)
+            for e in self.examples
         ]
         kept = [e for e in encoded if e is not None]
         if not kept:

@@ -20,6 +20,7 @@ from transformers import AutoTokenizer
 
 from bstar_pl.data import prompt_ids
 from bstar_pl.records import Problem, Sample, temperature_key
+from bstar_pl.template import PLAIN, PromptFormat
 
 Weights = Iterable[tuple[str, torch.Tensor]]
 
@@ -31,7 +32,8 @@ class Sampler:
     weights stream from the trainer as tensors; in multiprocess mode they go through a temporary
     safetensors directory instead, since tensors passed to a worker process arrive as lists there.
     Under torchrun, pass `distributed_executor_backend="external_launcher"`: every rank holds an
-    engine (tensor-parallel groups of `tensor_parallel_size` ranks) and samples its share.
+    engine (tensor-parallel groups of `tensor_parallel_size` ranks) and samples its share. `prompt` is
+    the prompt format the policy was trained with (plain B-STaR text, or the tokenizer's chat template).
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class Sampler:
         seed: int = 0,
         distributed_executor_backend: str | None = None,
         rpc_timeout: float = 600.0,
+        prompt: PromptFormat = PLAIN,
     ) -> None:
         if enable_sleep_mode and not torch.cuda.is_available():
             raise ValueError("enable_sleep_mode needs a GPU: vLLM has no sleep mode on CPU")
@@ -57,6 +60,7 @@ class Sampler:
         from vllm import LLM
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.prompt = prompt
         self.max_model_len = max_model_len
         self.max_new_tokens = max_new_tokens
         self.tensor_parallel_size = tensor_parallel_size
@@ -121,7 +125,7 @@ class Sampler:
         if limit < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {limit}")
         # Every rank checks every prompt, so a bad one fails on all ranks alike, not as a hang in the gather.
-        ids = [prompt_ids(self.tokenizer, p.question) for p in problems]  # as SFT tokenises them
+        ids = [prompt_ids(self.tokenizer, p.question, self.prompt) for p in problems]  # as SFT tokenises them
         for problem, tokens in zip(problems, ids):
             if len(tokens) >= self.max_model_len:
                 raise ValueError(f"problem {problem.id}: prompt of {len(tokens)} tokens fills max_model_len")
@@ -167,7 +171,8 @@ class Sampler:
         limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         prompts, params, slots = [], [], []
         for k, (key, question, prefix) in enumerate(requests):
-            tokens = prompt_ids(self.tokenizer, question) + self.tokenizer(prefix, add_special_tokens=False).input_ids
+            tokens = prompt_ids(self.tokenizer, question, self.prompt)
+            tokens += self.tokenizer(prefix, add_special_tokens=False).input_ids
             room = min(limit, self.max_model_len - len(tokens))
             if room < 1:
                 continue

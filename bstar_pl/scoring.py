@@ -24,6 +24,7 @@ from bstar_pl.prm_model import load_reward_model
 from bstar_pl.records import Problem, Sample, Scored
 from bstar_pl.sft import DTYPES
 from bstar_pl.steps import StepTokens, encode_steps, prm_steps
+from bstar_pl.template import PLAIN, PromptFormat
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class PRMScorer:
         max_batch_tokens: padded tokens per forward pass (batch rows × longest row); a longer response runs alone.
         score: "logit" (the head's logit clipped to ±`clip`) or "probability" (its sigmoid).
         clip: the logit clip (the paper divides the solution score by 5: ±5 maps r_prm onto [-1, 1]).
+        prompt: the policy's prompt format, as the PRM was trained with it.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class PRMScorer:
         max_batch_tokens: int = 16384,
         score: str = "logit",
         clip: float = 5.0,
+        prompt: PromptFormat = PLAIN,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -76,6 +79,7 @@ class PRMScorer:
             raise ValueError(f"score must be 'logit' or 'probability', got {score!r}")
         if not clip > 0:
             raise ValueError(f"clip must be > 0, got {clip}")
+        self.prompt = prompt
         self.score_kind = score
         self.clip = clip
         self.path = Path(path)
@@ -88,7 +92,7 @@ class PRMScorer:
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
 
     def encode(self, question: str, response: str) -> StepTokens:
-        return encode_steps(self.tokenizer, question, prm_steps(response))
+        return encode_steps(self.tokenizer, question, prm_steps(response), self.prompt)
 
     def score(self, questions: Sequence[str], responses: Sequence[str], progress: bool = True) -> list[StepScores]:
         """Step scores of each (question, response), in order."""

@@ -17,6 +17,7 @@ from bstar_pl.prm_data import write_prm
 from bstar_pl.records import PRMExample, Problem, read_jsonl
 from bstar_pl.sampler import Sampler
 from bstar_pl.steps import SEP, prm_steps
+from bstar_pl.template import PLAIN, PromptFormat
 
 
 def step_labels(
@@ -99,16 +100,20 @@ def prm_data(
     max_model_len: int = 2048,
     dtype: str = "auto",
     seed: int = 0,
+    prompt: PromptFormat = PLAIN,
 ) -> dict[str, float]:
     """Write Math-Shepherd PRM data (prm-v4 JSON lines) for a problems file, sampling from the policy directory.
 
-    `limit` takes the first problems only. Returns and prints counts: examples, steps, share of steps labelled good.
+    `limit` takes the first problems only; `prompt` is the policy's prompt format. Returns and prints counts:
+    examples, steps, share of steps labelled good.
     """
     from bstar_pl.tasks import get
 
     started = time.perf_counter()
     chosen = read_jsonl(problems, Problem)[:limit]
-    sampler = Sampler(policy, dtype=dtype, max_model_len=max_model_len, max_new_tokens=max_new_tokens, seed=seed)
+    sampler = Sampler(
+        policy, dtype=dtype, max_model_len=max_model_len, max_new_tokens=max_new_tokens, seed=seed, prompt=prompt
+    )
     examples = shepherd_examples(
         sampler, chosen, get(task).is_correct, solutions, completions, temperature, completion_temperature, soft
     )

@@ -16,7 +16,7 @@ from itertools import pairwise
 from transformers import PreTrainedTokenizerBase
 
 from bstar_pl.data import prompt_ids
-from bstar_pl.template import ANSWER_HEADER, STEP_SEPARATOR
+from bstar_pl.template import ANSWER_HEADER, PLAIN, STEP_SEPARATOR, PromptFormat
 
 SEP = STEP_SEPARATOR
 
@@ -53,7 +53,9 @@ class StepTokens:
         return self.ends is not None
 
 
-def encode_steps(tokenizer: PreTrainedTokenizerBase, question: str, steps: Sequence[str]) -> StepTokens:
+def encode_steps(
+    tokenizer: PreTrainedTokenizerBase, question: str, steps: Sequence[str], fmt: PromptFormat = PLAIN
+) -> StepTokens:
     """Tokenise prompt and response as data.py does and align the response's tokens with its steps."""
     response = SEP.join(steps)
     try:
@@ -62,7 +64,7 @@ def encode_steps(tokenizer: PreTrainedTokenizerBase, question: str, steps: Seque
         raise ValueError(
             f"{type(tokenizer).__name__} gives no offset mapping; the PRM needs a fast tokenizer"
         ) from None
-    prompt = prompt_ids(tokenizer, question)
+    prompt = prompt_ids(tokenizer, question, fmt)
     step_of, ends = align([tuple(o) for o in enc.offset_mapping], steps)
     ids = [*prompt, *enc.input_ids, tokenizer.eos_token_id]
     return StepTokens(ids, len(prompt), step_of, None if ends is None else [len(prompt) + e for e in ends])

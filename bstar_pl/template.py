@@ -2,9 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 PROMPT = "# Question\n\n{question}\n\n# Solution\n\n"
 STEP_SEPARATOR = "\n\n"
 ANSWER_HEADER = "# Answer"
+INSTRUCTION = (
+    "Solve the following problem step by step. Put each step in its own paragraph, separated by a blank line. "
+    "End with a line '# Answer', a blank line, and the final answer alone (a number or expression)."
+)
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a question becomes the policy's prompt; training, sampling and the PRM must use the same one.
+
+    `chat: false` (base and SFT models): the B-STaR prompt above as plain text, tokenised with the
+    tokenizer's default special tokens. `chat: true` (instruct models): the tokenizer's own chat template
+    with an optional `system` message and a user message of `instruction` and the question, ending in the
+    assistant's header. Either way the response follows in B-STaR format and ends with EOS, which for a
+    chat model is its end-of-turn token.
+    """
+
+    chat: bool = False
+    system: str | None = None
+    instruction: str = INSTRUCTION
+
+    def messages(self, question: str) -> list[dict[str, str]]:
+        """The chat messages of one question (chat mode)."""
+        user = f"{self.instruction}\n\n{question}" if self.instruction else question
+        return [
+            *([{"role": "system", "content": self.system}] if self.system else []),
+            {"role": "user", "content": user},
+        ]
+
+
+PLAIN = PromptFormat()
 
 
 def prompt(question: str) -> str:

@@ -52,6 +52,7 @@ class PolicyTrainer:
             micro_batch_size=t.micro_batch_size,
             max_prompt_len=t.max_prompt_len,
             max_target_len=t.max_target_len,
+            prompt=cfg.prompt,
         )
 
     def checkpoints(self, iteration: int) -> Path:

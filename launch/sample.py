@@ -16,6 +16,7 @@ from jsonargparse import CLI
 
 from bstar_pl.records import Problem, read_jsonl, write_jsonl
 from bstar_pl.sampler import Sampler
+from bstar_pl.template import PLAIN, PromptFormat
 
 
 def main(
@@ -29,6 +30,7 @@ def main(
     max_new_tokens: int = 768,
     tensor_parallel_size: int = 1,
     seed: int = 0,
+    prompt: PromptFormat = PLAIN,
 ) -> None:
     """Write `samples` samples per problem at each temperature to `out` (JSON lines, problem order).
 
@@ -51,6 +53,7 @@ def main(
         tensor_parallel_size=tensor_parallel_size,
         seed=seed,
         distributed_executor_backend=backend,
+        prompt=prompt,
     )
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     out_samples = sampler.generate(read_jsonl(problems, Problem), temperatures, samples, progress=rank == 0)
