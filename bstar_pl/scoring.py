@@ -95,7 +95,12 @@ class PRMScorer:
         return encode_steps(self.tokenizer, question, prm_steps(response), self.prompt)
 
     def score(self, questions: Sequence[str], responses: Sequence[str], progress: bool = True) -> list[StepScores]:
-        """Step scores of each (question, response), in order."""
+        """Step scores of each (question, response), in order.
+
+        Under torch.distributed every rank passes the same pairs and gets all the scores back, each rank having
+        run every world-th length batch. The batches are cut from the whole list before they are dealt out, so a
+        response meets the same batch (hence the same padding and the same floats) however many ranks there are.
+        """
         if len(questions) != len(responses):
             raise ValueError(f"{len(questions)} questions but {len(responses)} responses")
         encoded = [self.encode(q, r) for q, r in zip(questions, responses)]
@@ -104,12 +109,21 @@ class PRMScorer:
                 raise ValueError(f"response {i}: {len(e.input_ids)} tokens exceed the PRM's {self.max_len} positions")
         results = [StepScores([], False) for _ in encoded]
         order = sorted((i for i, e in enumerate(encoded) if e.aligned), key=lambda i: len(encoded[i].input_ids))
-        with tqdm(total=len(order), desc="PRM scoring", disable=not progress) as bar:
-            for batch in length_batches([len(encoded[i].input_ids) for i in order], self.max_batch_tokens):
+        rank, world = shard()
+        batches = length_batches([len(encoded[i].input_ids) for i in order], self.max_batch_tokens)[rank::world]
+        mine: dict[int, list[float]] = {}
+        with tqdm(total=sum(map(len, batches)), desc="PRM scoring", disable=not progress) as bar:
+            for batch in batches:
                 rows = [order[k] for k in batch]
-                for i, scores in zip(rows, self._forward([encoded[i] for i in rows])):
-                    results[i] = StepScores(scores, True)
+                mine.update(zip(rows, self._forward([encoded[i] for i in rows])))
                 bar.update(len(rows))
+        parts = [mine]
+        if world > 1:
+            parts = [{} for _ in range(world)]
+            torch.distributed.all_gather_object(parts, mine)
+        for part in parts:
+            for i, scores in part.items():
+                results[i] = StepScores(scores, True)
         return results
 
     @torch.inference_mode()
@@ -123,6 +137,13 @@ class PRMScorer:
         logits = self.model(ids.to(self.device), mask.to(self.device)).float().cpu()
         scores = logits.clamp(-self.clip, self.clip) if self.score_kind == "logit" else torch.sigmoid(logits)
         return [scores[row, e.ends].tolist() for row, e in enumerate(batch)]
+
+
+def shard() -> tuple[int, int]:
+    """(rank, world size) of the default process group; (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 def length_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,36 @@ def test_bpe_prm_scores(bpe_model_dir: Path, tmp_path: Path) -> None:
     results = scorer.score([QUESTION] * 2, [RESPONSES[0], "1 + 2 = 3\n\n# Answers\n\n3 + 4 = 7"], progress=False)
     assert results[0].aligned and len(results[0].scores) == 2
     assert results[1] == StepScores([], False)  # "\n\n# Answer" merged into one token across a step boundary
+
+
+SHARDED = """
+import json, sys, torch
+from bstar_pl.scoring import PRMScorer
+torch.distributed.init_process_group("gloo")
+questions, responses = json.loads(sys.argv[2])
+scores = PRMScorer(sys.argv[1], max_batch_tokens=160).score(questions, responses, progress=False)
+if torch.distributed.get_rank() == 1:  # every rank holds every score: the second one reports
+    print(json.dumps([[s.scores, s.aligned] for s in scores]))
+"""
+
+
+@pytest.mark.distributed
+def test_two_ranks_score_like_one_process(prm_dir: Path, tmp_path: Path) -> None:
+    """Each rank runs half the length batches; the gathered scores equal one process's bit for bit."""
+    import json
+    import subprocess
+    import sys
+
+    questions, responses = [QUESTION] * 24, [RESPONSES[i % len(RESPONSES)] + " " * (i // 6) for i in range(24)]
+    script = tmp_path / "sharded.py"
+    script.write_text(SHARDED)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    run = subprocess.run(
+        [*torchrun, str(script), str(prm_dir), json.dumps([questions, responses])],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    two = json.loads(run.stdout.strip().splitlines()[-1])
+    one = PRMScorer(prm_dir, max_batch_tokens=160).score(questions, responses, progress=False)
+    assert two == [[s.scores, s.aligned] for s in one]
+    assert sum(aligned for _, aligned in two) >= 16
