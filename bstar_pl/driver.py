@@ -112,7 +112,7 @@ class Run:
             if not selected:
                 raise RuntimeError(f"iteration {i}: no response has reward > {tau}; nothing to train on")
             examples = [SFTExample(s.query, s.output) for s in selected]
-            stats = {"temperature": t, "threshold": tau, **self.describe(pool, scored, selected, n_star)}
+            stats = {"temperature": t, "threshold": tau, **self.describe(i, pool, scored, selected, n_star)}
         if not (folder / "policy" / "config.json").exists():
             self.train(i, examples, previous)
         return self.evaluate(i, tests, stats, search)
@@ -162,12 +162,17 @@ class Run:
             if self.cfg.selection.inject_gold:
                 gold = [Sample(p.id, 0.0, 0, p.solution, 0, "stop") for p in pool if p.solution]
                 candidates += [Scored(sample, True, 1.0) for sample in gold]
-            cands = self.candidates(i, candidates, pool)
-            chosen = [candidates[k] for k in balance.select(cands, tau, self.cfg.selection.n_target)]
-        by_id = {p.id: p for p in pool}
+            chosen = self.chosen(i, pool, candidates, tau)
         self.say(f"[iter {i}] select: {len(chosen)} responses with reward > {tau}")
+        return chosen
+
+    def chosen(self, i: int, pool: list[Problem], scored: list[Scored], tau: float) -> list[Selected]:
+        """balance.select over `scored`: reward > τ, distinct texts, best first, until N."""
+        cands = self.candidates(i, scored, pool)
+        by_id = {p.id: p for p in pool}
         return [
-            Selected(s.sample.problem_id, by_id[s.sample.problem_id].question, s.sample.text, s.reward) for s in chosen
+            Selected(s.sample.problem_id, by_id[s.sample.problem_id].question, s.sample.text, s.reward)
+            for s in (scored[k] for k in balance.select(cands, tau, self.cfg.selection.n_target))
         ]
 
     def train(self, i: int, examples: list[SFTExample], previous: Path) -> None:
@@ -175,7 +180,8 @@ class Run:
         if self.sampler is not None and self.sampler.sleep_mode:
             self.sampler.sleep()
         with self.timed("training"):
-            self.trainer.train(i, examples, previous)
+            tokens = self.trainer.train(i, examples, previous)
+        self.seconds["training_tokens_per_s_per_rank"] = tokens / max(self.seconds["training"], 1e-9)
         with self.timed("export"):
             self.trainer.export(self.policy(i))
         if self.sampler is not None:
@@ -299,17 +305,26 @@ class Run:
         return dataclasses.replace(cands, index=np.where(cands.index >= 0, remap[cands.index], -1))
 
     def describe(
-        self, pool: list[Problem], scored: list[Scored], selected: list[Selected], n_star: int
+        self, i: int, pool: list[Problem], scored: list[Scored], selected: list[Selected], n_star: int
     ) -> dict[str, Any]:
-        """Figures of the pool sample and of the selected data, for metrics.json and TensorBoard."""
+        """Figures of the pool sample and of the selected data, for metrics.json and TensorBoard.
+
+        With a PRM, also `answer_only`: what the same rule would select from the same samples with the
+        answer reward alone, so that the PRM's effect on the data (e.g. its share of correct answers
+        reached through wrong steps) is measured on one sample rather than across runs."""
         check_steps = getattr(self.task, "check_steps", None)
         samples = [s.sample for s in scored]
         pool_metrics = sample_metrics(pool, samples, self.task.is_correct, check_steps)
         by_id = {p.id: p for p in pool}
-        return {
-            "pool": next(iter(pool_metrics.values())) if pool_metrics else {},
-            "selected": selection_metrics(selected, by_id, self.task.is_correct, check_steps, n_star),
-        }
+
+        def stats(rows: list[Selected]) -> dict[str, float]:
+            return selection_metrics(rows, by_id, self.task.is_correct, check_steps, n_star)
+
+        figures = {"pool": next(iter(pool_metrics.values())) if pool_metrics else {}, "selected": stats(selected)}
+        if self.cfg.reward.prm is not None:
+            answer = [dataclasses.replace(s, reward=float(s.correct)) for s in scored]
+            figures["answer_only"] = stats(self.chosen(i, pool, answer, 0.0))
+        return figures
 
     def load_prm(self) -> Any:
         if self.cfg.reward.prm is not None and self.prm is None:

@@ -45,6 +45,7 @@ SELECTED = [
     Panel("selected responses", ("selected", "size")),
     Panel("answer accuracy of selected", ("selected", "accuracy")),
     Panel("share of selected with wrong steps", ("selected", "wrong_steps")),
+    Panel("same, answer-only selection from the same samples", ("answer_only", "wrong_steps")),
     Panel("unique correct per query", ("selected", "unique_correct_per_query")),
 ]
 

@@ -92,6 +92,8 @@ class SFTModule(L.LightningModule):
         self.model: torch.nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: LambdaLR | None = None
+        # This rank's non-padding tokens trained on so far (a tensor: reading it per step would sync the GPU).
+        self.tokens_trained: torch.Tensor | int = 0
 
     def configure_model(self) -> None:
         """Load the weights and shard them: `fully_shard` each decoder layer, then the root.
@@ -136,6 +138,7 @@ class SFTModule(L.LightningModule):
         self.log("train/lr", self.scheduler.get_last_lr()[0], prog_bar=True)
         self.log("train/padding", 1 - mask.float().mean())
         self.log("train/tokens", mask.sum().float(), reduce_fx="sum")
+        self.tokens_trained = self.tokens_trained + mask.sum().detach()
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -59,8 +59,9 @@ class PolicyTrainer:
         run = self.cfg.out
         return run / "checkpoints" if self.continuing else run / f"iter_{iteration:02d}" / "checkpoints"
 
-    def train(self, iteration: int, examples: list[SFTExample], start: Path) -> None:
-        """Train iteration `iteration` (1-based) on `examples`, resuming from its newest checkpoint.
+    def train(self, iteration: int, examples: list[SFTExample], start: Path) -> int:
+        """Train iteration `iteration` (1-based) on `examples`, resuming from its newest checkpoint;
+        return the number of tokens this rank trained on in this call (for the throughput figure).
 
         `start` is the policy the iteration starts from when no module carries over (see class doc).
         """
@@ -82,6 +83,7 @@ class PolicyTrainer:
                     f"step {base}; the optimizer state of the earlier iterations is missing"
                 )
         self.data.seed = self.cfg.seed * 1000 + iteration
+        before = int(self.module.tokens_trained)
         if resume is not None and position >= goal:
             # Killed between the last checkpoint and the export: restore it with a fit that trains nothing.
             self.data.set_examples(examples, steps, window=(steps - 1, steps))
@@ -96,6 +98,7 @@ class PolicyTrainer:
             resume = None
             save_checkpoint(self.trainer, folder, stop)
             position = stop
+        return int(self.module.tokens_trained) - before
 
     def export(self, out: Path) -> None:
         """Write the policy as an HF checkpoint: the resume point, and the engine's fallback."""

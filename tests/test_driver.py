@@ -144,11 +144,28 @@ def test_two_iterations_complete(reference: tuple[Path, dict]) -> None:
         assert len(selected) > 0 and all(s.reward > search["threshold"] for s in selected)
         assert len(found[f"samples_{i}"]) == 48 * 4
         assert 0 <= found[f"metrics_{i}"]["test"]["test"]["accuracy"] <= 1
+        timings = json.loads((folder / "timings.json").read_text())
+        for rate in ("sampling_tokens_per_s", "training_tokens_per_s_per_rank"):
+            assert timings[rate] > 0, rate
     assert (out / "iter_00" / "metrics.json").exists()
     assert list((out / "tb").glob("iterations/events.out.tfevents.*")), "per-iteration TensorBoard logs"
     assert list((out / "tb").glob("train/events.out.tfevents.*")), "per-step training logs"
     # Iterations sample from different policies with different seeds.
     assert [s.text for s in found["samples_1"]] != [s.text for s in found["samples_2"]]
+
+
+def test_answer_only_selection_is_measured_on_the_same_samples(reference: tuple[Path, dict]) -> None:
+    """With a PRM, metrics.json also describes what answer-only selection would take from the same
+    scored samples: every distinct correct, complete response, on every query that has one (up to N)."""
+    out, found = reference
+    for i in (1, 2):
+        scored = read_jsonl(out / f"iter_{i:02d}" / "scored.jsonl", Scored)
+        good = {(s.sample.problem_id, s.sample.text) for s in scored if s.correct and not s.sample.truncated}
+        answer_only = found[f"metrics_{i}"]["answer_only"]
+        assert answer_only["accuracy"] == 1.0 and "wrong_steps" in answer_only
+        assert answer_only["queries"] == len({q for q, _ in good})
+        assert answer_only["size"] == len(good) if len(good) <= 96 else answer_only["size"] >= 96
+        assert "wrong_steps" in found[f"metrics_{i}"]["selected"]
 
 
 def test_sampled_test_metrics_match_the_saved_responses(reference: tuple[Path, dict], sft_policy) -> None:
