@@ -21,25 +21,30 @@ def split(source: Path, out: Path, held_out: int, seed: int = 0) -> dict[str, in
 
     Args:
         source: JSON lines, JSON or parquet rows in any task's format.
-        out: the folder for the two files; existing parts are never overwritten.
+        out: the folder for the two files; an existing part is kept if it holds the same rows, and
+            refused (never overwritten) if not.
         held_out: how many rows the test part gets.
         seed: chooses the rows, by a hash of (seed, row).
     """
     rows = read_rows(source)
     if not 0 < held_out < len(rows):
         raise ConfigError(f"config field 'held_out': must be between 1 and {len(rows) - 1}, got {held_out}")
-    parts = {name: out / f"{name}.jsonl" for name in ("pool", "test")}
-    existing = [str(p) for p in parts.values() if p.exists()]
-    if existing:
-        raise ConfigError(f"config field 'out': {existing[0]} already exists; remove it or choose another folder")
     texts = [json.dumps(dict(row.data), ensure_ascii=False, sort_keys=True) for row in rows]
     order = sorted(range(len(rows)), key=lambda i: hashlib.sha256(f"{seed}/{texts[i]}".encode()).digest())
     chosen = set(order[:held_out])
+    parts = {}
     for name, keep in (("test", lambda i: i in chosen), ("pool", lambda i: i not in chosen)):
         # Original row order within each part, the row's own fields as they were.
         lines = [json.dumps(dict(rows[i].data), ensure_ascii=False) for i in range(len(rows)) if keep(i)]
-        with atomic_path(parts[name]) as tmp:
-            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        parts[out / f"{name}.jsonl"] = "\n".join(lines) + "\n"
+    # A part already there is kept if it is what this split writes (a re-run after a crash), else refused.
+    for path, text in parts.items():
+        if path.exists() and path.read_text(encoding="utf-8") != text:
+            raise ConfigError(f"config field 'out': {path} exists with other rows; remove it or choose another folder")
+    for path, text in parts.items():
+        if not path.exists():
+            with atomic_path(path) as tmp:
+                tmp.write_text(text, encoding="utf-8")
     counts = {"pool": len(rows) - held_out, "test": held_out}
-    print(f"split {source}: {counts['pool']} rows -> {parts['pool']}, {counts['test']} -> {parts['test']}")
+    print(f"split {source}: {counts['pool']} rows -> {out / 'pool.jsonl'}, {counts['test']} -> {out / 'test.jsonl'}")
     return counts

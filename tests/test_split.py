@@ -1,4 +1,5 @@
-"""`bstar-pl split`: disjoint parts that cover the file, chosen by content and seed, never overwritten."""
+"""`bstar-pl split`: disjoint parts that cover the file, chosen by content and seed, never overwritten,
+resumable after a crash."""
 
 from __future__ import annotations
 
@@ -41,10 +42,14 @@ def test_parts_are_disjoint_cover_the_file_and_load_as_the_task(tmp_path: Path) 
 def test_existing_parts_are_kept_and_bad_sizes_refused(tmp_path: Path) -> None:
     source = write(tmp_path / "all.jsonl", ROWS)
     split(source, tmp_path / "a", held_out=10)
-    before = (tmp_path / "a" / "test.jsonl").read_text()
-    with pytest.raises(ConfigError, match="already exists"):
+    before = {name: (tmp_path / "a" / f"{name}.jsonl").read_text() for name in ("pool", "test")}
+    with pytest.raises(ConfigError, match=r"test\.jsonl exists with other rows"):
         split(source, tmp_path / "a", held_out=5)
-    assert (tmp_path / "a" / "test.jsonl").read_text() == before
+    assert {name: (tmp_path / "a" / f"{name}.jsonl").read_text() for name in before} == before
+    # Killed after writing one part: the same command writes the other and keeps the first.
+    (tmp_path / "a" / "pool.jsonl").unlink()
+    split(source, tmp_path / "a", held_out=10)
+    assert {name: (tmp_path / "a" / f"{name}.jsonl").read_text() for name in before} == before
     for held_out in (0, 40):
         with pytest.raises(ConfigError, match="held_out"):
             split(source, tmp_path / "x", held_out=held_out)
