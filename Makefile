@@ -35,7 +35,7 @@ demo: $(STAMP)
 REAL := runs/real
 real-check: $(STAMP)
 	test -f $(REAL)/smollm2/config.json || $(VENV)/bin/bstar-pl import-gguf --out $(REAL)/smollm2
-	test -f $(REAL)/data/test.jsonl || $(VENV)/bin/bstar-pl split --source ../shared/data/gsm8k_test.jsonl \
+	$(VENV)/bin/bstar-pl split --source ../shared/data/gsm8k_test.jsonl \
 		--out $(REAL)/data --held_out 60
 	OMP_NUM_THREADS=2 $(VENV)/bin/bstar-pl iterate --config configs/iterate/smollm2_gsm8k.yaml
 	$(VENV)/bin/bstar-pl report $(REAL)/bstar --out $(REAL)/report
