@@ -25,7 +25,12 @@ from bstar_pl.template import PromptFormat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a `bstar-pl iterate` run directory")
-    parser.add_argument("--iteration", type=int, required=True, help="1 or more: a policy that was swapped in")
+    parser.add_argument(
+        "--iteration",
+        type=int,
+        required=True,
+        help="0 (P0, the engine's first weights) or an iteration whose policy was swapped in",
+    )
     parser.add_argument("--test", required=True, help="the test set's name in the run's config")
     parser.add_argument("--n", type=int, default=8, help="how many problems to decode again")
     args = parser.parse_args()
@@ -37,8 +42,9 @@ def main() -> None:
     folder = args.run / f"iter_{args.iteration:02d}"
     greedy = [s for s in read_jsonl(folder / f"test_{args.test}.jsonl", Sample) if s.temperature == 0.0][: args.n]
     fmt = PromptFormat(**cfg["prompt"])
-    tokenizer = AutoTokenizer.from_pretrained(folder / "policy")
-    model = AutoModelForCausalLM.from_pretrained(folder / "policy", dtype=torch.float32).eval()
+    policy = Path(cfg["policy"]) if args.iteration == 0 else folder / "policy"
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32).eval()
     same = 0
     for sample in greedy:
         ids = torch.tensor([prompt_ids(tokenizer, problems[sample.problem_id].question, fmt)])
@@ -56,6 +62,9 @@ def main() -> None:
         same += equal
         verdict = "equal" if equal else f"differs at character {first}"
         print(f"{sample.problem_id}: {verdict} ({sample.n_tokens} tokens)")
+        if not equal:
+            print(f"    engine:       {sample.text[max(0, first - 40) : first + 40]!r}")
+            print(f"    transformers: {text[max(0, first - 40) : first + 40]!r}")
     print(f"identical greedy responses: {same} of {len(greedy)}")
 
 

@@ -249,6 +249,7 @@ class Sampler:
             self.llm.collective_rpc("reload_weights", timeout=self.rpc_timeout, kwargs={"weights_path": str(self.path)})
             raise
         finally:
+            self.llm.collective_rpc(refresh_tied_modules, timeout=self.rpc_timeout)
             self.llm.reset_prefix_cache()
 
     def _shard(self) -> tuple[int, int]:
@@ -257,6 +258,27 @@ class Sampler:
             return 0, 1
         world = torch.distributed.get_world_size()
         return torch.distributed.get_rank() // self.tensor_parallel_size, world // self.tensor_parallel_size
+
+
+def refresh_tied_modules(worker: object) -> list[str]:
+    """Redo the post-load processing of modules whose weights are all tied to an earlier module's.
+
+    vLLM 0.32's in-place reload skips such a module ("ParallelLMHead: Failed to load weights"): the shared
+    tensor takes the new values, but what the module prepared from it at start-up stays. On CPU that is the
+    oneDNN-packed copy of the tied lm_head, so logits kept coming from the old embedding. Runs on every
+    worker (a top-level function, so it pickles); returns the names of the modules refreshed.
+    """
+    model = worker.get_model()  # type: ignore[attr-defined]
+    owner: set[int] = set()
+    refreshed = []
+    for name, module in model.named_modules():
+        params = list(module.parameters(recurse=False))
+        method = getattr(module, "quant_method", None)
+        if params and all(id(p) in owner for p in params) and hasattr(method, "process_weights_after_loading"):
+            method.process_weights_after_loading(module)
+            refreshed.append(name)
+        owner.update(id(p) for p in params)
+    return refreshed
 
 
 def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:

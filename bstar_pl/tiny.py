@@ -75,6 +75,7 @@ def build_model(
     intermediate: int | None = None,
     max_positions: int = 512,
     seed: int = 0,
+    tied: bool = False,
 ) -> LlamaForCausalLM:
     """A randomly initialised Llama sized by arguments, saved in `out` (safetensors, fp32)."""
     if hidden % heads or hidden // heads < 32:
@@ -92,7 +93,7 @@ def build_model(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
         dtype="float32",
     )
     torch.manual_seed(seed)
@@ -111,6 +112,7 @@ def make_tiny(
     intermediate: int | None = None,
     max_positions: int = 512,
     seed: int = 0,
+    tied: bool = False,
 ) -> Path:
     """Write a tiny HF checkpoint (tokenizer + random Llama) to `out`, atomically; return `out`.
 
@@ -120,5 +122,5 @@ def make_tiny(
     out = Path(out)
     with atomic_path(out, directory=True) as tmp:
         tokenizer = train_tokenizer(corpus(), tmp, vocab_size)
-        build_model(tmp, tokenizer, layers, hidden, heads, intermediate, max_positions, seed)
+        build_model(tmp, tokenizer, layers, hidden, heads, intermediate, max_positions, seed, tied)
     return out

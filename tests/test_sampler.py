@@ -37,13 +37,13 @@ def greedy(sampler: Sampler, problems: list[Problem] = PROBLEMS) -> list[str]:
     return [s.text for s in sampler.generate(problems, [0.0], 1, progress=False)]
 
 
-def transformers_greedy(model_dir: Path, problems: list[Problem]) -> list[str]:
+def transformers_greedy(model_dir: Path, problems: list[Problem], max_new: int = MAX_NEW) -> list[str]:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     texts = []
     for p in problems:
         ids = torch.tensor([tokenizer(prompt(p.question)).input_ids])
-        out = model.generate(ids, max_new_tokens=MAX_NEW, do_sample=False)
+        out = model.generate(ids, max_new_tokens=max_new, do_sample=False)
         texts.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
     return texts
 
@@ -236,3 +236,37 @@ def test_in_place_swap_matches_a_fresh_engine(sampler: Sampler, tiny_model_dir_b
     swapped = greedy(sampler)
     fresh = Sampler(tiny_model_dir_b, dtype="float32", max_model_len=256, max_new_tokens=MAX_NEW, seed=3)
     assert greedy(fresh) == swapped
+
+
+TIED_SWAP = """
+import json, sys, torch
+from pathlib import Path
+from transformers import AutoModelForCausalLM
+from bstar_pl.sampler import Sampler
+from bstar_pl.tasks import arithmetic
+from bstar_pl.tiny import make_tiny
+
+root = Path(sys.argv[1])
+a, b = make_tiny(root / "a", seed=0, tied=True), make_tiny(root / "b", seed=1, tied=True)
+problems = arithmetic.generate("dev", 8, seed=7)
+engine = Sampler(a, dtype="float32", max_model_len=256, max_new_tokens=16, seed=3)
+greedy = lambda: [s.text for s in engine.generate(problems, [0.0], 1, progress=False)]
+before = greedy()
+new = AutoModelForCausalLM.from_pretrained(b).state_dict()
+engine.load_weights(new.items())
+swapped = greedy()
+engine.reload(a)
+back = greedy()
+print(json.dumps({"before": before, "swapped": swapped, "back": back}))
+"""
+
+
+def test_in_place_swap_of_tied_embeddings_matches_transformers(tmp_path: Path) -> None:
+    """A tied lm_head must take the new embedding too (in a subprocess: one engine per process)."""
+    run = subprocess.run([sys.executable, "-c", TIED_SWAP, str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    problems = arithmetic.generate("dev", 8, seed=7)
+    assert found["swapped"] != found["before"]
+    assert found["swapped"] == transformers_greedy(tmp_path / "b", problems, max_new=16)
+    assert found["back"] == found["before"] == transformers_greedy(tmp_path / "a", problems, max_new=16)
