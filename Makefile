@@ -30,7 +30,7 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/bstar-pl demo --config configs/demo/tiny.yaml $(ARGS)
 
-# The real-model check (about an hour on 2 cores; not part of the tests): SmolLM2-135M-Instruct from its
+# The real-model check (35-60 min on 2 cores; not part of the tests): SmolLM2-135M-Instruct from its
 # GGUF, GSM8K test split into a pool and a held-out part, B-STaR without a PRM, and the report.
 REAL := runs/real
 real-check: $(STAMP)
