@@ -147,9 +147,12 @@ def policy_metrics(
     Sampled: `pass_at_k` (some sample correct), `pass_at_k_s` (at least `s` distinct correct texts),
     `majority_at_k` (the most frequent extracted answer is right; a tie goes to the answer sampled
     first), `sample_accuracy`, `unique_correct` (distinct correct texts per problem), `sample_truncated`,
-    and with `rewards`: `reward_at_k_s` (the top `s` by reward are all correct) and `best_of_k` (s = 1).
-    Every metric is a mean over problems; `by_level` and `by_subject` repeat them per value of
-    `Problem.info["level"]` / `["subject"]` where problems carry them.
+    and with `rewards`: `reward_at_k_s` (the top `s` by reward are all correct), `best_of_k` (s = 1) and
+    `prm_auc_within` (P(the PRM ranks a correct sample above a wrong one of the same problem), averaged over the
+    `prm_auc_problems` problems that have both; 0.5 is chance). Best-of-K beats a random pick (`sample_accuracy`)
+    only where the PRM ranks within a problem, which a pooled AUC over all problems does not show. Every other
+    metric is a mean over problems; `by_level` and `by_subject` repeat them per value of `Problem.info["level"]` /
+    `["subject"]` where problems carry them.
 
     Rewards rank by the PRM's part of the reward, r - 1[correct], not by r itself: r already holds the
     gold answer's verdict, which would rank every correct response first and make Reward@K-S a count of
@@ -179,6 +182,9 @@ def policy_metrics(
         p.id: _outcome(p, greedy_by[p.id], sampled_by[p.id], s, extract_answer, rewards, check) for p in problems
     }
     metrics.update(_mean(outcomes.values()))
+    if rewards and sampled:
+        within = [v for v in (ranking_auc(sampled_by[p.id]) for p in problems) if v is not None]
+        metrics.update(prm_auc_within=sum(within) / len(within) if within else None, prm_auc_problems=len(within))
     for key in GROUPED_BY:
         groups: dict[str, list[dict[str, float]]] = defaultdict(list)
         for p in problems:
@@ -220,6 +226,17 @@ def top_all_correct(responses: Sequence[Scored], s: int) -> float:
         if left == 0 or chance == 0.0:
             break
     return chance
+
+
+def ranking_auc(responses: Sequence[Scored]) -> float | None:
+    """P(a correct response outranks a wrong one) by the PRM (as `top_all_correct` ranks: ties count half, an
+    unaligned response ranks last); None unless there are both."""
+    right = [_rank_key(x) for x in responses if x.correct]
+    wrong = [_rank_key(x) for x in responses if not x.correct]
+    if not right or not wrong:
+        return None
+    wins = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong)
+    return wins / (len(right) * len(wrong))
 
 
 def _rank_key(x: Scored) -> tuple[bool, float]:

@@ -22,6 +22,8 @@ SAMPLED = {
     "majority_at_k": "Maj@{k}",
     "reward_at_k_s": "Reward@{k}-{s}",
     "best_of_k": "Best-of-{k}",
+    "sample_accuracy": "random pick of {k}",
+    "prm_auc_within": "PRM AUC within a problem",
 }
 
 

@@ -19,6 +19,7 @@ from bstar_pl.evaluate import (
     majority_correct,
     metrics_table,
     policy_metrics,
+    ranking_auc,
     sample_metrics,
     temperature_key,
     top_all_correct,
@@ -121,6 +122,24 @@ def test_reward_at_k_s_ranks_by_the_prm_and_averages_over_ties() -> None:
     m = policy_metrics([P1], [], rows[1:], extract_answer, s=2, rewards=True)
     assert m["reward_at_k_s"] == pytest.approx(1 / 3) and m["best_of_k"] == pytest.approx(2 / 3)
     assert "accuracy" not in m  # no greedy responses given
+
+
+def test_prm_auc_within_ranks_correct_against_wrong_samples_of_one_problem() -> None:
+    # a: correct 0.5, 0.1 against wrong 0.9, 0.5 -> pairs (0.5 v 0.9) 0, (0.5 v 0.5) 1/2, (0.1 v ...) 0 -> 1/8.
+    a = [scored("a", 0, WRONG_A, prm=0.9), scored("a", 1, GOOD_A, prm=0.5)]
+    a += [scored("a", 2, WRONG_A, prm=0.5), scored("a", 3, GOOD_A, prm=0.1)]
+    # b: correct -0.9, 0.2 against wrong 0.0 and an unaligned one, which ranks last -> 3 of 4 pairs won.
+    b = [scored("b", 0, GOOD_B, prm=-0.9), scored("b", 1, "x", aligned=False)]
+    b += [scored("b", 2, "y", prm=0.0), scored("b", 3, GOOD_B, prm=0.2)]
+    assert ranking_auc(a) == pytest.approx(1 / 8) and ranking_auc(b) == pytest.approx(3 / 4)
+    assert ranking_auc([scored("a", 0, GOOD_A, prm=0.1)] * 2) is None  # no wrong response: nothing to rank
+    m = policy_metrics([P1, P2], [], a + b, extract_answer, s=1, rewards=True)
+    assert m["prm_auc_within"] == pytest.approx((1 / 8 + 3 / 4) / 2) and m["prm_auc_problems"] == 2
+    # Best-of-4 (a: 0, b: 1) equals the random pick (1/2 each): a within-problem AUC near 0.5 on average.
+    assert m["best_of_k"] == pytest.approx(1 / 2) and m["sample_accuracy"] == pytest.approx(1 / 2)
+    none = policy_metrics([P1], [], [scored("a", i, GOOD_A, prm=0.1) for i in range(2)], extract_answer, rewards=True)
+    assert none["prm_auc_within"] is None and none["prm_auc_problems"] == 0
+    assert "prm_auc_within" not in policy_metrics([P1], [], a, extract_answer)  # no PRM
 
 
 def test_reward_at_k_s_equals_the_mean_over_tie_orders() -> None:

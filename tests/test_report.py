@@ -43,6 +43,7 @@ def write_run(
         test: dict[str, Any] = {"problems": 100, "k": 1.0, "accuracy": acc, "pass_at_k": acc, "pass_at_k_4": 0.0}
         if sampled:
             test |= {"k": 32, "s": 4, "pass_at_k": 0.9, "pass_at_k_s": 0.5 + 0.01 * seed, "reward_at_k_s": 0.3}
+            test |= {"prm_auc_within": 0.6 + 0.02 * seed}
         metrics: dict[str, Any] = {
             "iteration": i,
             "mode": mode,
@@ -128,7 +129,8 @@ def test_sampled_metrics_and_search_grid(tmp_path: Path) -> None:
     assert (tmp_path / "report" / "search_grid_0.png").read_bytes()[:8] == PNG
     assert "### test: Pass@32-4" in report and "### test: Reward@32-4" in report and "### test: Pass@32" in report
     assert "| 0 | 0.505 ± 0.007 (n=2) |" in report  # Pass@32-4 of seeds 0 and 1
-    assert "Maj@" not in report  # no run recorded majority vote
+    assert "### test: PRM AUC within a problem" in report and "| 3 | 0.610 ± 0.014 (n=2) |" in report
+    assert "Maj@" not in report and "random pick" not in report  # no run recorded these
     assert "iteration 3" in report
 
 
