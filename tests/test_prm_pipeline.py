@@ -143,7 +143,7 @@ def test_prm_ranks_correct_above_incorrect_samples(held_out: list[tuple[str, boo
 @pytest.mark.xfail(
     reason="the 1M-parameter PRM learns which problems the policy solves, not to check a step's arithmetic: "
     "within a problem it ranks little better than chance (AUC 0.51-0.62 over the variants in the README), "
-    "below the policy's own log-likelihood (0.69)",
+    "below the policy's own log-likelihood (0.68)",
     strict=False,
 )
 def test_best_of_k_beats_a_random_pick(held_out: list[tuple[str, bool, float]]) -> None:
@@ -153,7 +153,7 @@ def test_best_of_k_beats_a_random_pick(held_out: list[tuple[str, bool, float]]) 
     best = sum(max(g, key=lambda x: x[0])[1] for g in groups.values()) / len(groups)
     random_pick = sum(sum(c for _, c in g) / len(g) for g in groups.values()) / len(groups)
     mixed = [g for g in groups.values() if 0 < sum(c for _, c in g) < len(g)]
-    within = sum(auc([v for v, c in g if c], [v for v, c in g if not c]) for g in mixed) / len(mixed)
+    within = sum(auc([v for v, c in g if c], [v for v, c in g if not c]) for g in mixed) / max(len(mixed), 1)
     print(f"\nBest-of-8 by PRM {best:.3f}, random pick of 8 {random_pick:.3f}; within-problem AUC {within:.3f}")
     assert best > random_pick
 
