@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -29,8 +30,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bstar_pl import template
 from bstar_pl.data import SFTDataModule
+from bstar_pl.evaluate import ranking_auc, top_all_correct
 from bstar_pl.prm import PRMModule
 from bstar_pl.prm_data import PRMDataModule, read_prm, write_prm
+from bstar_pl.records import Sample, Scored
 from bstar_pl.scoring import PRMScorer, solution_score
 from bstar_pl.sft import SFTModule
 from bstar_pl.shepherd import shepherd_examples
@@ -38,7 +41,6 @@ from bstar_pl.tasks import arithmetic as A
 from bstar_pl.tiny import make_tiny
 
 POOL = A.ArithmeticSpec(min_terms=3, max_terms=4)
-Row = tuple[str, bool, float]  # problem id, answer correct, ranking score
 
 
 def trainer(**kwargs: object) -> L.Trainer:
@@ -139,19 +141,21 @@ def auc(positive: Sequence[float], negative: Sequence[float]) -> float:
     return sum((p > n) + 0.5 * (p == n) for p in positive for n in negative) / (len(positive) * len(negative))
 
 
-def ranking(rows: Sequence[Row]) -> dict[str, float]:
-    """Pooled AUC, mean within-problem AUC, Best-of-K (ties averaged) and a random pick's accuracy."""
-    groups: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-    for pid, correct, value in rows:
-        groups[pid].append((value, correct))
-    mixed = [g for g in groups.values() if 0 < sum(c for _, c in g) < len(g)]
-    top = [[c for v, c in g if v == max(v for v, _ in g)] for g in groups.values()]
+def ranking(held: Sequence[dict], values: Sequence[float | None]) -> dict[str, float]:
+    """Pooled AUC, and as `bstar-pl evaluate` computes them: the mean within-problem AUC, Best-of-K (ties
+    averaged) and a random pick's accuracy. A None value (an unaligned response) ranks last."""
+    groups: dict[str, list[Scored]] = defaultdict(list)
+    for i, (h, v) in enumerate(zip(held, values)):
+        sample = Sample(h["id"], 0.8, i, h["text"], 0, "stop")
+        groups[h["id"]].append(Scored(sample, h["correct"], h["correct"] + (v or 0.0), aligned=v is not None))
+    ranked = [(h["correct"], -math.inf if v is None else v) for h, v in zip(held, values)]
+    within = [a for a in map(ranking_auc, groups.values()) if a is not None]
     return {
-        "pooled_auc": auc([v for _, c, v in rows if c], [v for _, c, v in rows if not c]),
-        "within_auc": sum(auc([v for v, c in g if c], [v for v, c in g if not c]) for g in mixed) / len(mixed),
-        "mixed_problems": len(mixed),
-        "best_of_k": sum(sum(t) / len(t) for t in top) / len(groups),
-        "random_pick": sum(sum(c for _, c in g) / len(g) for g in groups.values()) / len(groups),
+        "pooled_auc": auc([v for c, v in ranked if c], [v for c, v in ranked if not c]),
+        "within_auc": sum(within) / len(within),
+        "mixed_problems": len(within),
+        "best_of_k": sum(top_all_correct(g, 1) for g in groups.values()) / len(groups),
+        "random_pick": sum(sum(x.correct for x in g) / len(g) for g in groups.values()) / len(groups),
     }
 
 
@@ -174,11 +178,11 @@ def main() -> None:
     hide = "What is it?" if args.hide_question else None
     prm = train_prm(args.work, labels, args, hide)
     scores = PRMScorer(prm).score([hide or h["question"] for h in held], [h["text"] for h in held], False)
-    rankers = {"prm (min step score)": [solution_score(s.scores) if s.aligned else -99.0 for s in scores]}
+    rankers = {"prm (min step score)": [solution_score(s.scores) if s.aligned else None for s in scores]}
     if args.references:
         rankers |= {"policy log-likelihood": likelihood(args.work, held), "step-line look-up": lookup(labels, held)}
     for name, values in rankers.items():
-        r = ranking([(h["id"], h["correct"], v) for h, v in zip(held, values)])
+        r = ranking(held, values)
         print(
             f"{name}: pooled AUC {r['pooled_auc']:.3f}, within-problem AUC {r['within_auc']:.3f} "
             f"({r['mixed_problems']} problems), Best-of-8 {r['best_of_k']:.3f}, random pick {r['random_pick']:.3f}"
