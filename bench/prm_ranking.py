@@ -97,7 +97,9 @@ def train_prm(work: Path, labels: Path, args: argparse.Namespace, hide: str | No
     if hide:
         examples = [dataclasses.replace(e, input=hide) for e in examples]
     L.seed_everything(0)
-    module = PRMModule(str(policy(work)), lr=args.lr, lr_min=args.lr / 100, warmup_steps=5, export_dir=str(out))
+    module = PRMModule(
+        str(policy(work)), args.lr, args.lr / 100, warmup_steps=5, export_dir=str(out), lm_weight=args.lm_weight
+    )
     if args.freeze_backbone:
         module.configure_model()
         module.model.backbone.requires_grad_(False)  # the optimizer takes only parameters that need gradients
@@ -168,6 +170,7 @@ def main() -> None:
     parser.add_argument("--train-on", default="all", choices=("all", "end"))
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--lm-weight", type=float, default=0.0, help="next-token loss on correct steps")
     parser.add_argument("--freeze-backbone", action="store_true", help="train the head only")
     parser.add_argument("--hide-question", action="store_true", help="one fixed question for every example")
     parser.add_argument("--references", action="store_true", help="also rank by likelihood and a look-up table")

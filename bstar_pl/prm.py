@@ -1,6 +1,8 @@
 """PRMModule: a process reward model (HF backbone + scalar head) trained with pointwise BCE under Lightning + FSDP2.
 
 Each weighted token's logit is pushed towards its step's label; optimizer and schedule live on the module, as in SFT.
+An optional next-token loss through the backbone's frozen LM head keeps its hidden states able to predict the text
+(hidden-state regularisation), so fitting the labels does not erase what the backbone knew.
 """
 
 from __future__ import annotations
@@ -22,6 +24,17 @@ def step_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor)
     return (bce * weights).sum() / weights.sum().clamp_min(1.0)
 
 
+def next_token_loss(vocab_logits: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each token after the first, weighted by its step label.
+
+    Only tokens of steps that can still reach the answer count (a soft label weights its tokens), so the backbone
+    is not taught to repeat wrong steps; prompt, EOS and padding have label 0.
+    """
+    ce = F.cross_entropy(vocab_logits[:, :-1].flatten(0, 1), input_ids[:, 1:].flatten(), reduction="none")
+    weights = labels[:, 1:].flatten().float()
+    return (ce * weights).sum() / weights.sum().clamp_min(1.0)
+
+
 class PRMModule(L.LightningModule):
     """Train the PRM in `model_path`: a causal LM directory (a new head is initialised) or a PRM directory.
 
@@ -35,6 +48,8 @@ class PRMModule(L.LightningModule):
         param_dtype: FSDP2 compute dtype ("bfloat16" on GPU); master weights and reduction stay float32.
         export_dir: when set, write the PRM directory there at the end of every fit.
         export_dtype: backbone dtype of that directory (the head stays float32); None: float32.
+        lm_weight: weight of the next-token loss on correct steps through the backbone's frozen LM head (0: off).
+            Needs a causal LM `model_path`; the LM head is not exported.
     """
 
     def __init__(
@@ -51,11 +66,14 @@ class PRMModule(L.LightningModule):
         param_dtype: str | None = None,
         export_dir: str | None = None,
         export_dtype: str | None = None,
+        lm_weight: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value in (("param_dtype", param_dtype), ("export_dtype", export_dtype)):
             if value is not None and value not in DTYPES:
                 raise ValueError(f"{name} must be one of {sorted(DTYPES)}, got {value!r}")
+        if lm_weight < 0:
+            raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
         self.save_hyperparameters()
         self.model: RewardModel | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -66,7 +84,7 @@ class PRMModule(L.LightningModule):
         if self.model is not None:
             return
         hp = self.hparams
-        model = load_reward_model(hp.model_path, dtype=torch.float32)
+        model = load_reward_model(hp.model_path, dtype=torch.float32, lm_head=hp.lm_weight > 0)
         model.train()
         if hp.activation_checkpointing:
             model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -80,13 +98,21 @@ class PRMModule(L.LightningModule):
             for module in model.backbone.modules():
                 if type(module).__name__ in layer_types:
                     fully_shard(module, mesh=mesh, mp_policy=policy)
+            if model.lm_head is not None:
+                fully_shard(model.lm_head, mesh=mesh, mp_policy=policy)
             fully_shard(model, mesh=mesh, mp_policy=policy)
         self.model = model
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self.model(batch["input_ids"], batch["attention_mask"])
-        labels, weights = batch["labels"], batch["weights"]
-        loss = step_loss(logits, labels, weights)
+        ids, labels, weights = batch["input_ids"], batch["labels"], batch["weights"]
+        if self.hparams.lm_weight:
+            logits, vocab = self.model(ids, batch["attention_mask"], next_token_logits=True)
+            loss, lm_loss = step_loss(logits, labels, weights), next_token_loss(vocab, ids, labels)
+            self.log_dict({"train/step_loss": loss, "train/lm_loss": lm_loss})
+            loss = loss + self.hparams.lm_weight * lm_loss
+        else:
+            logits = self.model(ids, batch["attention_mask"])
+            loss = step_loss(logits, labels, weights)
         with torch.no_grad():
             hit = ((logits > 0) == (labels > 0.5)).float()
             accuracy = (hit * weights).sum() / weights.sum().clamp_min(1.0)

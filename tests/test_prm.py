@@ -9,15 +9,17 @@ import pytest
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.distributed.tensor import DTensor
+from transformers import AutoTokenizer
 
 from bstar_pl.cli import main
-from bstar_pl.prm import PRMModule
-from bstar_pl.prm_data import PRMDataModule, write_prm
+from bstar_pl.prm import PRMModule, next_token_loss
+from bstar_pl.prm_data import PRMDataModule, collate_prm, encode_prm, write_prm
 from bstar_pl.prm_model import is_prm_dir, load_reward_model
 from bstar_pl.records import PRMExample
 from bstar_pl.scoring import PRMScorer
 from bstar_pl.steps import SEP, prm_steps
 from bstar_pl.tasks import arithmetic
+from bstar_pl.tiny import make_tiny
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 PROBLEMS = arithmetic.generate("train", 16, arithmetic.ArithmeticSpec(min_terms=3, max_terms=3), seed=3)
@@ -101,9 +103,62 @@ def test_labels_are_learned(tiny_model_dir: Path, train_on: str) -> None:
     assert last < 0.6 * first, losses.losses
 
 
-def test_fsdp2_on_cpu_shards_and_exports(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_next_token_loss_counts_tokens_of_correct_steps_only() -> None:
+    vocab = torch.randn(1, 4, 5)
+    ids, labels = torch.tensor([[0, 1, 2, 3]]), torch.tensor([[0.0, 1.0, 0.0, 0.5]])
+    # Token 1 (label 1) and token 3 (label 0.5) count, predicted from positions 0 and 2; token 2 (label 0) not.
+    ce = torch.nn.functional.cross_entropy(vocab[0, [0, 2]], torch.tensor([1, 3]), reduction="none")
+    assert next_token_loss(vocab, ids, labels).item() == pytest.approx(((ce[0] + 0.5 * ce[1]) / 1.5).item())
+    changed = vocab.clone()
+    changed[0, 1] += 10 * torch.randn(5)  # the prediction of token 2, a wrong step's token
+    assert next_token_loss(changed, ids, labels).item() == pytest.approx(next_token_loss(vocab, ids, labels).item())
+
+
+def test_lm_weight_keeps_the_backbone_predicting_and_exports_no_lm_head(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """With lm_weight the frozen LM head stays as loaded, the backbone keeps predicting correct steps better than
+    without it, and the exported PRM is the usual directory (no LM head)."""
+    reference = load_reward_model(tiny_model_dir, lm_head=True)
+    assert not any(p.requires_grad for p in reference.lm_head.parameters())
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batch = collate_prm([encode_prm(tokenizer, e, 64, 64) for e in examples()[::2]], tokenizer.eos_token_id)
+
+    def lm_loss(model: torch.nn.Module) -> float:
+        """The next-token loss of the reference solutions through the model's LM head."""
+        with torch.no_grad():
+            _, vocab = model(batch["input_ids"], batch["attention_mask"], next_token_logits=True)
+            return next_token_loss(vocab, batch["input_ids"], batch["labels"]).item()
+
+    fitted = {}
+    for weight in (0.0, 1.0):
+        L.seed_everything(0)
+        module = PRMModule(str(tiny_model_dir), lr=1e-3, export_dir=str(tmp_path / f"prm{weight}"), lm_weight=weight)
+        trainer(20, Losses()).fit(module, datamodule=data())
+        fitted[weight] = module
+    lm_head = fitted[1.0].model.lm_head
+    assert torch.equal(lm_head.weight, reference.lm_head.weight)
+    on_top = load_reward_model(tiny_model_dir, lm_head=True)
+    on_top.backbone, on_top.head = fitted[0.0].model.backbone, fitted[0.0].model.head
+    without, with_ = lm_loss(on_top), lm_loss(fitted[1.0].model)
+    assert with_ < without, (with_, without)
+    assert is_prm_dir(tmp_path / "prm1.0") and load_reward_model(tmp_path / "prm1.0").lm_head is None
+    with pytest.raises(ValueError, match="a PRM directory has no LM head"):
+        load_reward_model(tmp_path / "prm1.0", lm_head=True)
+
+
+def test_lm_head_of_tied_embeddings_is_a_frozen_copy(tmp_path: Path) -> None:
+    """Freezing a tied LM head must not freeze the input embeddings it shares its weight with."""
+    model = load_reward_model(make_tiny(tmp_path / "tied", tied=True), lm_head=True)
+    embeddings = model.backbone.get_input_embeddings().weight
+    assert torch.equal(model.lm_head.weight, embeddings)
+    assert embeddings.requires_grad and not model.lm_head.weight.requires_grad
+    assert model.lm_head.weight.data_ptr() != embeddings.data_ptr()
+
+
+@pytest.mark.parametrize("lm_weight", [0.0, 0.5])
+def test_fsdp2_on_cpu_shards_and_exports(tiny_model_dir: Path, tmp_path: Path, lm_weight: float) -> None:
     L.seed_everything(0)
-    module, losses = PRMModule(str(tiny_model_dir), lr=1e-3, export_dir=str(tmp_path / "prm")), Losses()
+    module = PRMModule(str(tiny_model_dir), lr=1e-3, export_dir=str(tmp_path / "prm"), lm_weight=lm_weight)
+    losses = Losses()
     strategy = ModelParallelStrategy(1, 1, process_group_backend="gloo")
     trainer(2, losses, strategy).fit(module, datamodule=data())
     assert all(isinstance(p, DTensor) for p in module.model.parameters())
