@@ -1,8 +1,9 @@
-"""PRMModule: a process reward model (HF backbone + scalar head) trained with pointwise BCE under Lightning + FSDP2.
+"""PRMModule: a process reward model (HF backbone + scalar head, or implicit) trained with pointwise BCE under
+Lightning + FSDP2.
 
 Each weighted token's logit is pushed towards its step's label; optimizer and schedule live on the module, as in SFT.
-An optional next-token loss through the backbone's frozen LM head keeps its hidden states able to predict the text
-(hidden-state regularisation), so fitting the labels does not erase what the backbone knew.
+An optional next-token loss through the backbone's frozen LM head keeps a scalar-head PRM's hidden states able to
+predict the text (hidden-state regularisation), so fitting the labels does not erase what the backbone knew.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 
-from bstar_pl.prm_model import RewardModel, load_reward_model, save_reward_model
+from bstar_pl.implicit_prm import ImplicitRewardModel
+from bstar_pl.prm_model import REWARDS, RewardModel, load_reward_model, save_reward_model
 from bstar_pl.sft import DTYPES, WarmupCosine
 
 
@@ -36,7 +38,7 @@ def next_token_loss(vocab_logits: torch.Tensor, input_ids: torch.Tensor, labels:
 
 
 class PRMModule(L.LightningModule):
-    """Train the PRM in `model_path`: a causal LM directory (a new head is initialised) or a PRM directory.
+    """Train the PRM in `model_path`: a causal LM directory (a new PRM starts from it) or a PRM directory.
 
     Args:
         model_path: HF causal LM directory (e.g. the SFT policy, or a base model) or a saved PRM directory.
@@ -48,8 +50,11 @@ class PRMModule(L.LightningModule):
         param_dtype: FSDP2 compute dtype ("bfloat16" on GPU); master weights and reduction stay float32.
         export_dir: when set, write the PRM directory there at the end of every fit.
         export_dtype: backbone dtype of that directory (the head stays float32); None: float32.
+        reward: the kind of PRM a causal LM starts: "head" (a scalar head, the paper's) or "implicit" (the LM
+            scored against a frozen copy of itself, `implicit_prm.py`); a PRM directory must hold this kind.
+        beta: the implicit PRM's scale (logit = beta x log-likelihood ratio); a PRM directory keeps its own.
         lm_weight: weight of the next-token loss on correct steps through the backbone's frozen LM head (0: off).
-            Needs a causal LM `model_path`; the LM head is not exported.
+            Needs a causal LM `model_path` and reward "head"; the LM head is not exported.
     """
 
     def __init__(
@@ -66,25 +71,33 @@ class PRMModule(L.LightningModule):
         param_dtype: str | None = None,
         export_dir: str | None = None,
         export_dtype: str | None = None,
+        reward: str = "head",
+        beta: float = 0.05,
         lm_weight: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value in (("param_dtype", param_dtype), ("export_dtype", export_dtype)):
             if value is not None and value not in DTYPES:
                 raise ValueError(f"{name} must be one of {sorted(DTYPES)}, got {value!r}")
-        if lm_weight < 0:
-            raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        if not beta > 0:
+            raise ValueError(f"beta must be > 0, got {beta}")
+        if lm_weight < 0 or (lm_weight > 0 and reward != "head"):
+            raise ValueError(f"lm_weight must be >= 0, and 0 unless reward is 'head'; got {lm_weight} ({reward})")
         self.save_hyperparameters()
-        self.model: RewardModel | None = None
+        self.model: RewardModel | ImplicitRewardModel | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: LambdaLR | None = None
 
     def configure_model(self) -> None:
-        """Load backbone and head and shard them: `fully_shard` each decoder layer, then the whole model."""
+        """Load the PRM and shard it: `fully_shard` each decoder layer, the frozen parts, then the whole model."""
         if self.model is not None:
             return
         hp = self.hparams
-        model = load_reward_model(hp.model_path, dtype=torch.float32, lm_head=hp.lm_weight > 0)
+        model = load_reward_model(
+            hp.model_path, dtype=torch.float32, lm_head=hp.lm_weight > 0, reward=hp.reward, beta=hp.beta
+        )
         model.train()
         if hp.activation_checkpointing:
             model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -95,11 +108,12 @@ class PRMModule(L.LightningModule):
             dtype = DTYPES[hp.param_dtype] if hp.param_dtype else None
             policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
             layer_types = set(model.backbone._no_split_modules or [])
-            for module in model.backbone.modules():
+            for module in model.modules():
                 if type(module).__name__ in layer_types:
                     fully_shard(module, mesh=mesh, mp_policy=policy)
-            if model.lm_head is not None:
-                fully_shard(model.lm_head, mesh=mesh, mp_policy=policy)
+            for frozen in (getattr(model, "lm_head", None), getattr(model, "reference", None)):
+                if frozen is not None:
+                    fully_shard(frozen, mesh=mesh, mp_policy=policy)
             fully_shard(model, mesh=mesh, mp_policy=policy)
         self.model = model
 

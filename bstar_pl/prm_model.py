@@ -1,9 +1,11 @@
-"""The process reward model: the base model of any HF causal LM plus a linear head, one logit per token.
+"""The process reward model, one logit per token: the base model of any HF causal LM plus a linear head (reward
+"head", the paper's), or the implicit PRM of `implicit_prm.py` (reward "implicit").
 
-It saves as one directory: the backbone's HF checkpoint and tokenizer, `prm_head.safetensors` and `prm.json`.
-A plain causal-LM directory loads too (a new scalar head is initialised): that is how a PRM starts from a policy
-or base model. Its LM head is dropped, or kept frozen for an auxiliary next-token loss during training; it is
-never saved, since scoring does not use it.
+It saves as one directory: the backbone's HF checkpoint and tokenizer, `prm.json` (the kind), and
+`prm_head.safetensors` (head) or the frozen reference LM in `reference/` (implicit). A plain causal-LM directory
+loads too (a new head is initialised, or the LM is copied as its own reference): that is how a PRM starts from a
+policy or base model. A head PRM drops the LM head, or keeps it frozen for an auxiliary next-token loss during
+training; it is never saved, since scoring does not use it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from bstar_pl.atomic import atomic_path
+from bstar_pl.implicit_prm import ImplicitRewardModel
 
 HEAD_FILE = "prm_head.safetensors"
+REFERENCE_DIR = "reference"
+REWARDS = ("head", "implicit")
 MARKER = "prm.json"
 FORMAT = "bstar_pl.prm/1"
 
@@ -54,26 +59,50 @@ def is_prm_dir(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / MARKER).is_file()
 
 
+def read_marker(path: Path) -> dict:
+    """`prm.json` of a PRM directory; a directory written before `reward` existed holds a scalar-head PRM."""
+    marker = json.loads((path / MARKER).read_text())
+    if marker.get("format") != FORMAT:
+        raise ValueError(f"{path / MARKER}: unknown PRM format {marker.get('format')!r}, expected {FORMAT!r}")
+    if marker.setdefault("reward", "head") not in REWARDS:
+        raise ValueError(f"{path / MARKER}: reward must be one of {REWARDS}, got {marker['reward']!r}")
+    return marker
+
+
 def load_reward_model(
     path: str | os.PathLike[str],
     dtype: torch.dtype = torch.float32,
     head_dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
     lm_head: bool = False,
-) -> RewardModel:
-    """A PRM directory, or a causal LM directory with a new head (normal, std = the config's initializer_range).
+    reward: str | None = None,
+    beta: float = 0.05,
+) -> RewardModel | ImplicitRewardModel:
+    """A PRM directory as saved, or a new PRM started from a causal LM directory.
 
-    `head_dtype` (default: `dtype`) lets a bf16 backbone keep a float32 head for scoring. `lm_head` keeps a frozen
-    copy of a causal LM's output layer (a copy, so that tied input embeddings still train); a PRM directory has
-    none to keep.
+    `reward` is the kind of PRM: "head" (a new scalar head: normal, std = the config's initializer_range) or
+    "implicit" (the LM against a frozen copy of itself, `beta` its scale); None: whatever a PRM directory holds,
+    "head" for a causal LM. A PRM directory keeps its own beta. `head_dtype` (default: `dtype`) lets a bf16 backbone
+    keep a float32 head for scoring. `lm_head` keeps a frozen copy of a causal LM's output layer next to a new
+    scalar head (a copy, so that tied input embeddings still train).
     """
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
+    marker = read_marker(path) if is_prm_dir(path) else None
+    kind = marker["reward"] if marker else reward or "head"
+    if reward is not None and reward != kind:
+        raise ValueError(f"{path}: holds a {kind!r} PRM, not {reward!r}")
+    if kind not in REWARDS:
+        raise ValueError(f"reward must be one of {REWARDS}, got {kind!r}")
+    if lm_head and (marker or kind != "head"):
+        raise ValueError(f"{path}: lm_head needs a causal LM directory and reward 'head' (a PRM directory has none)")
+    if kind == "implicit":
+        backbone = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        reference = AutoModelForCausalLM.from_pretrained(path / REFERENCE_DIR if marker else path, dtype=dtype)
+        return ImplicitRewardModel(backbone, reference, marker["beta"] if marker else beta).to(device)
     lm = None
     if lm_head:
-        if is_prm_dir(path):
-            raise ValueError(f"{path}: a PRM directory has no LM head; start from a causal LM directory")
         causal = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         backbone, output = causal.base_model, causal.get_output_embeddings()
         lm = torch.nn.Linear(output.in_features, output.out_features, bias=output.bias is not None, dtype=dtype)
@@ -83,10 +112,7 @@ def load_reward_model(
         backbone = AutoModel.from_pretrained(path, dtype=dtype)
     config = backbone.config
     head = torch.nn.Linear(config.hidden_size, 1, dtype=head_dtype or dtype)
-    if is_prm_dir(path):
-        marker = json.loads((path / MARKER).read_text())
-        if marker.get("format") != FORMAT:
-            raise ValueError(f"{path / MARKER}: unknown PRM format {marker.get('format')!r}, expected {FORMAT!r}")
+    if marker:
         head.load_state_dict({k: v.to(head.weight.dtype) for k, v in load_file(path / HEAD_FILE).items()})
     else:
         with torch.no_grad():
@@ -96,32 +122,47 @@ def load_reward_model(
 
 
 def save_reward_model(
-    model: torch.nn.Module,
+    model: RewardModel | ImplicitRewardModel,
     tokenizer_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
     dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write a (possibly FSDP2-sharded) RewardModel to `out` as a PRM directory, atomically, from rank 0.
+    """Write a (possibly FSDP2-sharded) PRM to `out` as a PRM directory, atomically, from rank 0.
 
-    Every rank must call this: gathering the full weights is a collective. `dtype` casts the backbone's weights
-    (e.g. bf16 on GPU); the head is stored in float32.
+    Every rank must call this: gathering the full weights is a collective. `dtype` casts the backbone's (and the
+    reference's) weights, e.g. bf16 on GPU; a scalar head is stored in float32. An LM head kept for `lm_weight`
+    is not saved.
     """
     out = Path(out)
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not dist.is_initialized() or dist.get_rank() == 0:
-        backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-        head = {k.removeprefix("head."): v.float().contiguous() for k, v in state.items() if k.startswith("head.")}
-        if dtype is not None:
-            backbone = {k: v.to(dtype) for k, v in backbone.items()}
         with atomic_path(out, directory=True) as tmp:
-            model.backbone.save_pretrained(tmp, state_dict=backbone, safe_serialization=True)
+            save_hf(model.backbone, state, "backbone.", tmp, dtype)
             AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(tmp)
-            save_file(head, str(tmp / HEAD_FILE))
-            if dtype is not None:
-                config = json.loads((tmp / "config.json").read_text())
-                config["dtype"] = str(dtype).removeprefix("torch.")
-                (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-            (tmp / MARKER).write_text(json.dumps({"format": FORMAT, "head": HEAD_FILE}, indent=2) + "\n")
+            if isinstance(model, ImplicitRewardModel):
+                save_hf(model.reference, state, "reference.", tmp / REFERENCE_DIR, dtype)
+                marker = {"format": FORMAT, "reward": "implicit", "beta": model.beta}
+            else:
+                head = {
+                    k.removeprefix("head."): v.float().contiguous() for k, v in state.items() if k.startswith("head.")
+                }
+                save_file(head, str(tmp / HEAD_FILE))
+                marker = {"format": FORMAT, "reward": "head", "head": HEAD_FILE}
+            (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     if dist.is_initialized():
         dist.barrier()
     return out
+
+
+def save_hf(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str, out: Path, dtype: torch.dtype | None
+) -> None:
+    """One HF model of a PRM: the entries of the full `state` under `prefix`, cast to `dtype` if given."""
+    weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    if dtype is not None:
+        weights = {k: v.to(dtype) for k, v in weights.items()}
+    model.save_pretrained(out, state_dict=weights, safe_serialization=True)
+    if dtype is not None:
+        config = json.loads((out / "config.json").read_text())
+        config["dtype"] = str(dtype).removeprefix("torch.")
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")

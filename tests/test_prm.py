@@ -9,12 +9,12 @@ import pytest
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.distributed.tensor import DTensor
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bstar_pl.cli import main
 from bstar_pl.prm import PRMModule, next_token_loss
 from bstar_pl.prm_data import PRMDataModule, collate_prm, encode_prm, write_prm
-from bstar_pl.prm_model import is_prm_dir, load_reward_model
+from bstar_pl.prm_model import REFERENCE_DIR, is_prm_dir, load_reward_model
 from bstar_pl.records import PRMExample
 from bstar_pl.scoring import PRMScorer
 from bstar_pl.steps import SEP, prm_steps
@@ -93,11 +93,12 @@ def test_fit_trains_backbone_and_head_and_exports_a_prm(tiny_model_dir: Path, tm
     assert torch.equal(reloaded.head.weight, after["head.weight"])
 
 
-@pytest.mark.parametrize("train_on", ["all", "end"])
-def test_labels_are_learned(tiny_model_dir: Path, train_on: str) -> None:
+@pytest.mark.parametrize(("train_on", "reward"), [("all", "head"), ("end", "head"), ("end", "implicit")])
+def test_labels_are_learned(tiny_model_dir: Path, train_on: str, reward: str) -> None:
     """Thirty steps on 32 examples whose labels a token tells: the weighted BCE falls well below its start."""
     L.seed_everything(0)
-    module, losses = PRMModule(str(tiny_model_dir), lr=1e-3, lr_min=1e-4, warmup_steps=3), Losses()
+    module = PRMModule(str(tiny_model_dir), lr=1e-3, lr_min=1e-4, warmup_steps=3, reward=reward, beta=0.5)
+    losses = Losses()
     trainer(30, losses).fit(module, datamodule=data(train_on))
     first, last = sum(losses.losses[:4]) / 4, sum(losses.losses[-4:]) / 4
     assert last < 0.6 * first, losses.losses
@@ -141,7 +142,7 @@ def test_lm_weight_keeps_the_backbone_predicting_and_exports_no_lm_head(tiny_mod
     without, with_ = lm_loss(on_top), lm_loss(fitted[1.0].model)
     assert with_ < without, (with_, without)
     assert is_prm_dir(tmp_path / "prm1.0") and load_reward_model(tmp_path / "prm1.0").lm_head is None
-    with pytest.raises(ValueError, match="a PRM directory has no LM head"):
+    with pytest.raises(ValueError, match="lm_head needs a causal LM directory"):
         load_reward_model(tmp_path / "prm1.0", lm_head=True)
 
 
@@ -154,10 +155,12 @@ def test_lm_head_of_tied_embeddings_is_a_frozen_copy(tmp_path: Path) -> None:
     assert model.lm_head.weight.data_ptr() != embeddings.data_ptr()
 
 
-@pytest.mark.parametrize("lm_weight", [0.0, 0.5])
-def test_fsdp2_on_cpu_shards_and_exports(tiny_model_dir: Path, tmp_path: Path, lm_weight: float) -> None:
+@pytest.mark.parametrize(("reward", "lm_weight"), [("head", 0.0), ("head", 0.5), ("implicit", 0.0)])
+def test_fsdp2_on_cpu_shards_and_exports(tiny_model_dir: Path, tmp_path: Path, reward: str, lm_weight: float) -> None:
     L.seed_everything(0)
-    module = PRMModule(str(tiny_model_dir), lr=1e-3, export_dir=str(tmp_path / "prm"), lm_weight=lm_weight)
+    module = PRMModule(
+        str(tiny_model_dir), lr=1e-3, export_dir=str(tmp_path / "prm"), reward=reward, lm_weight=lm_weight
+    )
     losses = Losses()
     strategy = ModelParallelStrategy(1, 1, process_group_backend="gloo")
     trainer(2, losses, strategy).fit(module, datamodule=data())
@@ -166,6 +169,13 @@ def test_fsdp2_on_cpu_shards_and_exports(tiny_model_dir: Path, tmp_path: Path, l
     assert (
         PRMScorer(tmp_path / "prm").score(["What is 1 + 2?"], ["1 + 2 = 3\n\n# Answer\n\n3"], progress=False)[0].aligned
     )
+    if reward == "implicit":  # the reference gathers unchanged, the backbone trained
+        start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+        reference = AutoModelForCausalLM.from_pretrained(tmp_path / "prm" / REFERENCE_DIR).state_dict()
+        trained = AutoModelForCausalLM.from_pretrained(tmp_path / "prm").state_dict()
+        assert all(torch.equal(start[k], reference[k]) for k in start)
+        key = "model.layers.0.mlp.up_proj.weight"
+        assert not torch.equal(start[key], trained[key])
 
 
 def test_prm_fit_through_the_cli(tiny_model_dir: Path, tmp_path: Path) -> None:
