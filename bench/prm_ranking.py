@@ -58,14 +58,22 @@ def trainer(**kwargs: object) -> L.Trainer:
 
 def policy(work: Path) -> Path:
     """The pipeline test's policy: 900 steps on left-to-right references of 2-3 term problems."""
-    out = work / "sft"
+    return sft(work / "sft", work / "base", 900, A.ArithmeticSpec(max_terms=3, random_order=False), 2000)
+
+
+def arithmetic_base(work: Path, steps: int) -> Path:
+    """A PRM backbone that knows more arithmetic than the policy: `steps` SFT steps on 2-4 term problems."""
+    spec = A.ArithmeticSpec(max_terms=4, random_order=False)
+    return sft(work / f"base_{steps}", work / "base", steps, spec, 6000)
+
+
+def sft(out: Path, base: Path, steps: int, spec: A.ArithmeticSpec, problems: int) -> Path:
     if not (out / "config.json").is_file():
         L.seed_everything(0)
-        module = SFTModule(str(make_tiny(work / "base")), lr=1e-3, lr_min=1e-5, warmup_steps=20, export_dir=str(out))
+        module = SFTModule(str(make_tiny(base)), lr=1e-3, lr_min=1e-5, warmup_steps=20, export_dir=str(out))
         data = SFTDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96)
-        spec = A.ArithmeticSpec(max_terms=3, random_order=False)
-        data.set_examples(A.sft_examples(A.generate("train", 2000, spec, seed=0)), steps=900)
-        trainer(max_epochs=-1, max_steps=900).fit(module, datamodule=data)
+        data.set_examples(A.sft_examples(A.generate("train", problems, spec, seed=0)), steps=steps)
+        trainer(max_epochs=-1, max_steps=steps).fit(module, datamodule=data)
     return out
 
 
@@ -97,8 +105,16 @@ def train_prm(work: Path, labels: Path, args: argparse.Namespace, hide: str | No
     if hide:
         examples = [dataclasses.replace(e, input=hide) for e in examples]
     L.seed_everything(0)
+    backbone = arithmetic_base(work, args.base_steps) if args.base_steps else policy(work)
     module = PRMModule(
-        str(policy(work)), args.lr, args.lr / 100, warmup_steps=5, export_dir=str(out), lm_weight=args.lm_weight
+        str(backbone),
+        args.lr,
+        args.lr / 100,
+        warmup_steps=5,
+        export_dir=str(out),
+        reward=args.reward,
+        beta=args.beta,
+        lm_weight=args.lm_weight,
     )
     if args.freeze_backbone:
         module.configure_model()
@@ -109,10 +125,10 @@ def train_prm(work: Path, labels: Path, args: argparse.Namespace, hide: str | No
     return out
 
 
-def likelihood(work: Path, held: Sequence[dict]) -> list[float]:
-    """The policy's log-probability of each response (with its EOS) after its plain-text prompt."""
-    tokenizer = AutoTokenizer.from_pretrained(policy(work))
-    model = AutoModelForCausalLM.from_pretrained(policy(work), dtype=torch.float32).eval()
+def likelihood(path: Path, held: Sequence[dict]) -> list[float]:
+    """A causal LM's log-probability of each response (with its EOS) after its plain-text prompt."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     values = []
     with torch.no_grad():
         for h in held:
@@ -170,7 +186,10 @@ def main() -> None:
     parser.add_argument("--train-on", default="all", choices=("all", "end"))
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--reward", default="head", choices=("head", "implicit"))
+    parser.add_argument("--beta", type=float, default=0.05, help="the implicit PRM's scale")
     parser.add_argument("--lm-weight", type=float, default=0.0, help="next-token loss on correct steps")
+    parser.add_argument("--base-steps", type=int, default=0, help="start from a 2-4 term SFT model (0: the policy)")
     parser.add_argument("--freeze-backbone", action="store_true", help="train the head only")
     parser.add_argument("--hide-question", action="store_true", help="one fixed question for every example")
     parser.add_argument("--references", action="store_true", help="also rank by likelihood and a look-up table")
@@ -183,7 +202,10 @@ def main() -> None:
     scores = PRMScorer(prm).score([hide or h["question"] for h in held], [h["text"] for h in held], False)
     rankers = {"prm (min step score)": [solution_score(s.scores) if s.aligned else None for s in scores]}
     if args.references:
-        rankers |= {"policy log-likelihood": likelihood(args.work, held), "step-line look-up": lookup(labels, held)}
+        rankers["policy log-likelihood"] = likelihood(policy(args.work), held)
+        rankers["step-line look-up"] = lookup(labels, held)
+        if args.base_steps:
+            rankers["PRM base log-likelihood"] = likelihood(arithmetic_base(args.work, args.base_steps), held)
     for name, values in rankers.items():
         r = ranking(held, values)
         print(
