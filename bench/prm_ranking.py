@@ -104,7 +104,7 @@ def train_prm(work: Path, labels: Path, args: argparse.Namespace, hide: str | No
     examples = read_prm(labels)
     if hide:
         examples = [dataclasses.replace(e, input=hide) for e in examples]
-    L.seed_everything(0)
+    L.seed_everything(args.seed)
     backbone = arithmetic_base(work, args.base_steps) if args.base_steps else policy(work)
     module = PRMModule(
         str(backbone),
@@ -119,7 +119,9 @@ def train_prm(work: Path, labels: Path, args: argparse.Namespace, hide: str | No
     if args.freeze_backbone:
         module.configure_model()
         module.model.backbone.requires_grad_(False)  # the optimizer takes only parameters that need gradients
-    data = PRMDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96, train_on=args.train_on)
+    data = PRMDataModule(
+        micro_batch_size=32, max_prompt_len=64, max_target_len=96, train_on=args.train_on, seed=args.seed
+    )
     data.set_examples(examples)
     trainer(max_epochs=args.epochs).fit(module, datamodule=data)
     return out
@@ -193,6 +195,7 @@ def main() -> None:
     parser.add_argument("--freeze-backbone", action="store_true", help="train the head only")
     parser.add_argument("--hide-question", action="store_true", help="one fixed question for every example")
     parser.add_argument("--references", action="store_true", help="also rank by likelihood and a look-up table")
+    parser.add_argument("--seed", type=int, default=0, help="PRM initialisation and data order")
     parser.add_argument("--tag", default="prm", help="name of this PRM in --work")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
