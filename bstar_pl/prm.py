@@ -49,7 +49,7 @@ class PRMModule(L.LightningModule):
         activation_checkpointing: recompute each decoder layer in the backward pass.
         param_dtype: FSDP2 compute dtype ("bfloat16" on GPU); master weights and reduction stay float32.
         export_dir: when set, write the PRM directory there at the end of every fit.
-        export_dtype: backbone dtype of that directory (the head stays float32); None: float32.
+        export_dtype: dtype of that directory's backbone and reference (a head stays float32); None: float32.
         reward: the kind of PRM a causal LM starts: "head" (a scalar head, the paper's) or "implicit" (the LM
             scored against a frozen copy of itself, `implicit_prm.py`); a PRM directory must hold this kind.
         beta: the implicit PRM's scale (logit = beta x log-likelihood ratio); a PRM directory keeps its own.

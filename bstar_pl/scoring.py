@@ -55,7 +55,8 @@ class PRMScorer:
     Args:
         path: PRM directory (`PRMModule`'s export).
         device: where the model runs ("cpu", "cuda", ...).
-        dtype: backbone dtype ("float32", "bfloat16", ...); the head computes in float32.
+        dtype: backbone dtype ("float32", "bfloat16", ...); a head computes in float32, an implicit PRM's
+            log-likelihood ratios are taken in float32.
         max_batch_tokens: padded tokens per forward pass (batch rows × longest row); a longer response runs alone.
         score: "logit" (the head's logit clipped to ±`clip`) or "probability" (its sigmoid).
         clip: the logit clip (the paper divides the solution score by 5: ±5 maps r_prm onto [-1, 1]).
