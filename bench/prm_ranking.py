@@ -31,6 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from bstar_pl import template
 from bstar_pl.data import SFTDataModule
 from bstar_pl.evaluate import ranking_auc, top_all_correct
+from bstar_pl.implicit_prm import token_logprobs
 from bstar_pl.prm import PRMModule
 from bstar_pl.prm_data import PRMDataModule, read_prm, write_prm
 from bstar_pl.records import Sample, Scored
@@ -135,10 +136,8 @@ def likelihood(path: Path, held: Sequence[dict]) -> list[float]:
     with torch.no_grad():
         for h in held:
             prompt = tokenizer(template.prompt(h["question"]))["input_ids"]
-            ids = torch.tensor([tokenizer(template.prompt(h["question"]) + h["text"])["input_ids"]])
-            ids = torch.cat([ids, torch.tensor([[tokenizer.eos_token_id]])], dim=1)
-            logp = torch.log_softmax(model(ids).logits[0, :-1], -1).gather(1, ids[0, 1:, None])[:, 0]
-            values.append(logp[len(prompt) - 1 :].sum().item())
+            ids = tokenizer(template.prompt(h["question"]) + h["text"])["input_ids"] + [tokenizer.eos_token_id]
+            values.append(token_logprobs(model, torch.tensor([ids]), None)[0, len(prompt) :].sum().item())
     return values
 
 

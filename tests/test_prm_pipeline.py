@@ -44,34 +44,31 @@ def quiet_trainer(**kwargs: object) -> L.Trainer:
     )
 
 
+def sft(out: Path, steps: int, spec: A.ArithmeticSpec, problems: int) -> Path:
+    """The tiny model (seed 0) SFT'd `steps` steps on `problems` training problems of `spec`; returns the policy."""
+    L.seed_everything(0)
+    module = SFTModule(str(make_tiny(out / "base")), lr=1e-3, lr_min=1e-5, warmup_steps=20, export_dir=str(out / "sft"))
+    data = SFTDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96)
+    data.set_examples(A.sft_examples(A.generate("train", problems, spec, seed=0)), steps=steps)
+    quiet_trainer(max_epochs=-1, max_steps=steps).fit(module, datamodule=data)
+    return out / "sft"
+
+
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's SFT recipe (900 steps of 2-3 term one-digit problems): about 40% of 3-4 term samples are right.
 
-    A weaker policy (500 steps: a quarter right) gave labels and a PRM no better than chance: it is the teacher."""
-    out = tmp_path_factory.mktemp("pipeline")
-    L.seed_everything(0)
-    module = SFTModule(str(make_tiny(out / "base")), lr=1e-3, lr_min=1e-5, warmup_steps=20, export_dir=str(out / "sft"))
-    data = SFTDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96)
-    # Left-to-right references: the policy learns faster than from random orders and becomes a teacher in 900 steps.
-    spec = A.ArithmeticSpec(max_terms=3, random_order=False)
-    data.set_examples(A.sft_examples(A.generate("train", 2000, spec, seed=0)), steps=900)
-    quiet_trainer(max_epochs=-1, max_steps=900).fit(module, datamodule=data)
-    return out / "sft"
+    A weaker policy (500 steps: a quarter right) gave labels and a PRM no better than chance: it is the teacher.
+    Left-to-right references: the policy learns faster than from random orders and becomes a teacher in 900 steps."""
+    return sft(tmp_path_factory.mktemp("pipeline"), 900, A.ArithmeticSpec(max_terms=3, random_order=False), 2000)
 
 
 @pytest.fixture(scope="module")
 def arithmetic_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same tiny model SFT'd longer (3,000 steps) on 2-4 term problems: it knows more arithmetic than the policy,
     as a base model does than its small policy. Its own likelihood ranks within a problem at 0.87 (README)."""
-    out = tmp_path_factory.mktemp("arithmetic_base")
-    L.seed_everything(0)
-    module = SFTModule(str(make_tiny(out / "init")), lr=1e-3, lr_min=1e-5, warmup_steps=20, export_dir=str(out / "sft"))
-    data = SFTDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96)
     spec = A.ArithmeticSpec(max_terms=4, random_order=False)
-    data.set_examples(A.sft_examples(A.generate("train", 6000, spec, seed=0)), steps=3000)
-    quiet_trainer(max_epochs=-1, max_steps=3000).fit(module, datamodule=data)
-    return out / "sft"
+    return sft(tmp_path_factory.mktemp("arithmetic_base"), 3000, spec, 6000)
 
 
 @pytest.fixture(scope="module")
