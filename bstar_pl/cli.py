@@ -69,8 +69,9 @@ def report_cli(args: list[str]) -> None:
     parser = ArgumentParser(prog="bstar-pl report", description=write_report.__doc__)
     parser.add_argument("runs", nargs="+", help="run directories of `bstar-pl iterate`")
     parser.add_argument("--out", type=Path, required=True, help="folder for report.md and its PNG figures")
+    parser.add_argument("--hard_levels", type=int, nargs="*", default=[], help="lead with Pass@1 on these levels")
     parsed = parser.parse_args(args)
-    print(f"report: {write_report(parsed.runs, parsed.out)}")
+    print(f"report: {write_report(parsed.runs, parsed.out, parsed.hard_levels)}")
 
 
 def sft_cli(args: list[str], run: bool = True) -> object:

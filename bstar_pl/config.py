@@ -14,9 +14,11 @@ from typing import Literal
 from bstar_pl.tasks import NAMES
 from bstar_pl.template import PromptFormat
 
-Mode = Literal["bstar", "online_rft", "iterative_rft", "rest_em", "control"]
+Mode = Literal["bstar", "online_rft", "iterative_rft", "rest_em", "control", "oracle"]
 # Modes that keep one optimizer and one LR schedule over all iterations.
-CONTINUING = ("bstar", "online_rft", "control")
+CONTINUING = ("bstar", "online_rft", "control", "oracle")
+# Modes that train on given data rather than on their own samples: the SFT data, or the pool's reference solutions.
+GIVEN_DATA = ("control", "oracle")
 
 
 class ConfigError(ValueError):
@@ -67,7 +69,8 @@ class Data:
     search_size: how many search queries (paper: 600).
     tests: name -> test set (problems file, its task when not the run's, sampled metrics), evaluated
         after every iteration (e.g. MATH500, and GSM8K out of domain).
-    sft: the SFT data, trained on by the `control` mode (same steps, no self-generated data).
+    sft: the SFT data, trained on by the `control` mode (same steps, no self-generated data) and replayed
+        with `train.replay`.
     """
 
     task: str = "math"
@@ -143,6 +146,9 @@ class Train:
     lr / lr_min / warmup_steps: peak, floor and warmup of the cosine schedule, which spans all
         iterations in the continuing modes and one iteration otherwise (paper: 4.12e-6 -> 2e-7).
     checkpoint_every: steps between checkpoints inside an iteration (the resume points).
+    replay: the share of each iteration's training examples drawn from the SFT data (`data.sft`), the rest
+        being the selected responses; 0 (the paper's rule) trains on the selected data alone. Replaying old
+        data is how Lee et al. (2025) keep a self-improving model from forgetting what it could do.
     """
 
     steps: int = 500
@@ -156,6 +162,7 @@ class Train:
     max_prompt_len: int = 768
     max_target_len: int = 768
     checkpoint_every: int = 100
+    replay: float = 0.0
     accelerator: str = "auto"
     param_dtype: str | None = None
     export_dtype: str | None = None
@@ -171,7 +178,8 @@ class Config:
         policy: the initial policy P0, an HF model directory (an SFT model in the paper).
         mode: bstar (search t, τ every iteration), online_rft (fixed t, τ; weights, optimizer and
             schedule carry over), iterative_rft (weights only carry over), rest_em (every iteration
-            trains from P0), control (trains on the SFT data for the same steps).
+            trains from P0), control (trains on the SFT data for the same steps), oracle (trains on the
+            pool's reference solutions for the same steps: an upper bound for self-generated data).
         iterations: how many (paper: 9).
         seed: seeds sampling, data order and ties in selection.
         prompt: the policy's prompt format (`chat: true` for an instruct model's chat template), used
@@ -211,8 +219,9 @@ def check(cfg: Config) -> None:
         need(test.k >= 0, f"data.tests.{name}.k", f"must be >= 0, got {test.k}")
         need(test.s >= 1, f"data.tests.{name}.s", f"must be >= 1, got {test.s}")
         need(test.k == 0 or test.temperature > 0, f"data.tests.{name}.temperature", "must be > 0 for sampling")
-    if cfg.mode == "control":
-        need(cfg.data.sft is not None, "data.sft", "the control mode trains on the SFT data: give its file")
+    need(0 <= cfg.train.replay < 1, "train.replay", f"must be in [0, 1), got {cfg.train.replay}")
+    if cfg.mode == "control" or cfg.train.replay > 0:
+        need(cfg.data.sft is not None, "data.sft", "the control mode and replay read the SFT data: give its file")
         files["data.sft"] = cfg.data.sft
     for name, path in files.items():
         need(path is None or path.exists(), name, f"{path} does not exist")

@@ -1,154 +1,195 @@
-"""The CPU mini-reproduction of B-STaR, the README's main command: everything offline, in one process.
+"""The CPU mini-reproduction of B-STaR, the README's main command: everything offline, both cores busy.
 
-    base model -> task data -> SFT (P0) -> PRM data (Math-Shepherd) -> PRM
-    -> for each seed: B-STaR, Online RFT (t = 1.0, τ = 0.0, same PRM), and a control that spends the same
-       training steps on the SFT data -> report
+    base model -> task data (easy SFT levels, a hard pool and test levels) -> SFT (P0)
+    -> jobs, `workers` at a time, each its own process with one vLLM engine:
+         PRM (Math-Shepherd labels from P0, then a PRM fit) -> B-STaR, Online RFT (t = 1.0, τ = 0.0, same PRM)
+         control (the same steps on the SFT data), oracle (the same steps on the pool's reference solutions)
+    -> summary.json (per method and seed: Pass@1 and hard-level Pass@1 per iteration) and the report
 
-Each phase writes its artefact atomically and is skipped when it exists: re-running resumes. One vLLM
-engine serves every phase (a process runs one engine well); its weights change with the policy.
+Every run is `bstar-pl iterate --config configs/iterate/tiny.yaml` with the run's mode, seed and paths as
+overrides, exactly what a user would type; its log is `logs/<run>.log`. Each phase writes its artefact
+atomically and is skipped when it exists: re-running the same command resumes.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from bstar_pl.config import Config, Data, Grid, Reward, Sampling, Search, Selection, TestSet, Train
-from bstar_pl.records import Problem, read_jsonl
+from bstar_pl.atomic import atomic_write_text
 from bstar_pl.tasks import arithmetic
 from bstar_pl.tiny import make_tiny
 
-if TYPE_CHECKING:  # imported late at run time: the CLI sets vLLM's environment first
-    import lightning as L
+MODES = ("bstar", "online_rft", "control", "oracle")
+PRM_MODES = ("bstar", "online_rft")  # the runs that score with the PRM (and so wait for it)
+CLI = [sys.executable, "-m", "bstar_pl.cli"]
 
-    from bstar_pl.sampler import Sampler
 
-MODES = ("bstar", "online_rft", "control")
+@dataclass
+class Job:
+    """Commands run one after another in fresh processes; starts when the jobs named in `after` are done."""
+
+    name: str
+    commands: list[list[str]]
+    after: tuple[str, ...] = ()
+    done: Path | None = None  # the artefact that marks the job finished (skip the job when it exists)
+    started: float = field(default=0.0, compare=False)
 
 
 def demo(
     out: Path = Path("runs/demo"),
+    iterate_config: Path = Path("configs/iterate/tiny.yaml"),
     seeds: int = 1,
-    iterations: int = 3,
+    iterations: int = 4,
     modes: tuple[str, ...] = MODES,
-    sft_epochs: int = 30,
+    workers: int = 2,
+    hidden: int = 64,
+    heads: int = 2,
+    sft_epochs: int = 4,
+    sft_lr: float = 2e-3,
     prm: bool = True,
     prm_problems: int = 200,
     prm_epochs: int = 3,
+    hard_levels: tuple[int, ...] = (4, 5),
     seed: int = 0,
 ) -> Path:
-    """Build the tiny model and the arithmetic data, fine-tune P0, train a PRM on Math-Shepherd labels,
-    run each mode for `iterations` iterations per seed, and write the report; return its path."""
+    """Build the tiny model and the arithmetic data, fine-tune P0, then run the PRM and every (mode, seed) in
+    parallel processes, write `summary.json` and the report; return the report's path.
+
+    `iterate_config` is the iterate config every run starts from (its paths are replaced by this demo's); `hard_levels`
+    are the test levels beyond the SFT data, whose Pass@1 the summary and the report's first figure lead with.
+    """
     started = time.perf_counter()
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     base = out / "base"
     if not (base / "config.json").exists():
-        make_tiny(base, seed=seed)
+        make_tiny(base, hidden=hidden, heads=heads, seed=seed)
     data = out / "data"
     if not (data / "test.jsonl").exists():
         arithmetic.write_splits(data, seed=seed)
     policy = out / "sft" / "policy"
     if not (policy / "config.json").exists():
-        sft(base, data / "sft.jsonl", out / "sft", sft_epochs, seed)
-    sampler = engine(policy, seed)
+        sft(base, data / "sft.jsonl", out / "sft", sft_epochs, sft_lr, seed, threads=workers)
+    print(f"demo: P0 ready after {time.perf_counter() - started:.0f} s", flush=True)
+
     prm_dir = out / "prm" / "model"
-    if prm and not (prm_dir / "config.json").exists():
-        train_prm(sampler, policy, data / "dev.jsonl", out / "prm", prm_problems, prm_epochs, seed)
-
-    from bstar_pl.driver import iterate
-
+    jobs = [prm_job(out, policy, data / "dev.jsonl", prm_dir, prm_problems, prm_epochs, seed)] if prm else []
     runs = []
     for s in range(seed, seed + seeds):
         for mode in modes:
-            cfg = run_config(out, mode, s, iterations, prm_dir if prm else None)
-            print(f"\n=== {mode}, seed {s} -> {cfg.out}", flush=True)
-            iterate(cfg, sampler)
-            runs.append(cfg.out)
+            run = out / "runs" / f"{mode}_seed{s}"
+            uses_prm = prm and mode in PRM_MODES
+            argv = iterate_args(iterate_config, out, run, mode, s, iterations, prm_dir if uses_prm else None)
+            done = run / f"iter_{iterations:02d}" / "metrics.json"
+            jobs.append(Job(run.name, [argv], ("prm",) if uses_prm else (), done))
+            runs.append(run)
+    schedule(jobs, workers, out / "logs")
 
     from bstar_pl.report import write_report
 
-    path = write_report(runs, out / "report")
-    print(f"\ndemo: done in {time.perf_counter() - started:.0f} s; report: {path}")
+    seconds = time.perf_counter() - started
+    summary = summarize(runs, data / "test.jsonl", hard_levels, seconds)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    path = write_report(runs, out / "report", hard_levels=hard_levels)
+    print(f"\ndemo: done in {seconds:.0f} s; summary: {out / 'summary.json'}; report: {path}")
     return path
 
 
-def run_config(out: Path, mode: str, seed: int, iterations: int, prm: Path | None) -> Config:
-    """The tiny CPU run of `mode` (configs/iterate/tiny.yaml is this config for B-STaR, seed 0)."""
+def iterate_args(
+    config: Path, out: Path, run: Path, mode: str, seed: int, iterations: int, prm: Path | None
+) -> list[str]:
+    """`bstar-pl iterate` for one demo run: the config, with this demo's paths, mode and seed."""
     data = out / "data"
-    return Config(
-        out=out / "runs" / f"{mode}_seed{seed}",
-        policy=out / "sft" / "policy",
-        mode=mode,
-        iterations=iterations,
-        seed=seed,
-        data=Data(
-            task="arithmetic",
-            pool=data / "pool.jsonl",
-            pool_size=400,
-            search_size=100,
-            # Greedy Pass@1 on all 1,000 test problems; Pass@8, Pass@8-4 and Reward@8-4 on the first 200.
-            tests={"test": TestSet(data / "test.jsonl"), "test_k8": TestSet(data / "test.jsonl", size=200, k=8)},
-            sft=data / "sft.jsonl",
-        ),
-        search=Search(temperatures=Grid(0.4, 1.2, 0.2), thresholds=Grid(-1.0, 1.0, 0.01), samples=8),
-        selection=Selection(n_target=1600, temperature=1.0, threshold=0.0),
-        reward=Reward(prm=prm, batch_tokens=8192),
-        sampling=Sampling(samples=8, max_new_tokens=96, max_model_len=512, dtype="float32"),
-        train=Train(
-            steps=60,
-            micro_batch_size=32,
-            accumulate=1,
-            lr=5e-5,
-            lr_min=5e-6,
-            warmup_steps=5,
-            max_prompt_len=64,
-            max_target_len=96,
-            checkpoint_every=20,
-            accelerator="cpu",
-        ),
-    )
+    tests = {"test": {"path": str(data / "test.jsonl")}}
+    return [
+        *CLI,
+        "iterate",
+        f"--config={config}",
+        f"--out={run}",
+        f"--policy={out / 'sft' / 'policy'}",
+        f"--mode={mode}",
+        f"--seed={seed}",
+        f"--iterations={iterations}",
+        f"--data.pool={data / 'pool.jsonl'}",
+        f"--data.sft={data / 'sft.jsonl'}",
+        f"--data.tests={json.dumps(tests)}",
+        f"--reward.prm={prm if prm is not None else 'null'}",
+    ]
 
 
-def engine(policy: Path, seed: int) -> Sampler:
-    from bstar_pl.sampler import Sampler
-
-    return Sampler(policy, dtype="float32", max_model_len=512, max_new_tokens=96, seed=seed)
-
-
-def sft(base: Path, train_file: Path, out: Path, epochs: int, seed: int) -> None:
-    """Fine-tune `base` on the reference solutions; resumes from `out`'s last checkpoint after a crash."""
-    from bstar_pl.data import SFTDataModule
-    from bstar_pl.sft import SFTModule
-
-    module = SFTModule(str(base), lr=1e-3, lr_min=1e-5, warmup_steps=20, export_dir=str(out / "policy"))
-    data = SFTDataModule(str(train_file), micro_batch_size=32, max_prompt_len=64, max_target_len=96, seed=seed)
-    fit_resumable(module, data, out, epochs, seed)
+def prm_job(out: Path, policy: Path, problems: Path, model: Path, n: int, epochs: int, seed: int) -> Job:
+    """Math-Shepherd labels from P0 on `n` dev problems (disjoint from pool and test), then a PRM fit on them."""
+    labels = out / "prm" / "prm_data.jsonl"
+    label = [*CLI, "prm-data", f"--policy={policy}", f"--problems={problems}", f"--out={labels}", f"--limit={n}"]
+    label += ["--solutions=8", "--completions=4", "--max_new_tokens=96", "--max_model_len=512", "--dtype=float32"]
+    label += [f"--seed={seed}"]
+    fit = [*CLI, "prm", "fit", "--config=configs/prm/tiny.yaml", f"--model.model_path={policy}"]
+    fit += [f"--model.export_dir={model}", f"--data.train_file={labels}", f"--trainer.max_epochs={epochs}"]
+    fit += [f"--trainer.logger.init_args.save_dir={out / 'prm'}", f"--seed_everything={seed}"]
+    return Job("prm", [label, fit] if not labels.exists() else [fit], done=model / "config.json")
 
 
-def train_prm(sampler: Sampler, policy: Path, problems_file: Path, out: Path, n: int, epochs: int, seed: int) -> None:
-    """Math-Shepherd labels from the SFT policy on `n` problems (disjoint from pool and test), then a PRM
-    on the policy's backbone with a new scalar head."""
-    from bstar_pl.prm import PRMModule
-    from bstar_pl.prm_data import PRMDataModule, write_prm
-    from bstar_pl.shepherd import shepherd_examples
+def schedule(jobs: list[Job], workers: int, logs: Path) -> None:
+    """Run the jobs, at most `workers` at once, each as soon as the jobs it waits for are done; stop at the
+    first failure (naming the job and its log). Jobs whose `done` artefact exists are skipped."""
+    logs.mkdir(parents=True, exist_ok=True)
+    pending = [j for j in jobs if j.done is None or not j.done.exists()]
+    finished = {j.name for j in jobs} - {j.name for j in pending}
+    running: dict[str, tuple[Job, subprocess.Popen[bytes], Any]] = {}
+    while pending or running:
+        for job in [j for j in pending if set(j.after) <= finished][: max(workers - len(running), 0)]:
+            pending.remove(job)
+            job.started = time.perf_counter()
+            log = open(logs / f"{job.name}.log", "ab")  # noqa: SIM115 -- closed when the job ends
+            running[job.name] = (job, start(job.commands[0], log), log)
+            print(f"demo: {job.name} started (log: {logs / job.name}.log)", flush=True)
+        time.sleep(0.5)
+        for name, (job, process, log) in list(running.items()):
+            if process.poll() is None:
+                continue
+            if process.returncode != 0:
+                for _, other, _ in running.values():
+                    other.kill()
+                raise RuntimeError(f"demo: job {name} failed (exit {process.returncode}); see {log.name}")
+            job.commands.pop(0)
+            if job.commands:
+                running[name] = (job, start(job.commands[0], log), log)
+                continue
+            log.close()
+            del running[name]
+            finished.add(name)
+            print(f"demo: {name} done in {time.perf_counter() - job.started:.0f} s", flush=True)
+        if pending and not running and not any(set(j.after) <= finished for j in pending):
+            raise RuntimeError(f"demo: jobs {[j.name for j in pending]} wait for jobs that never ran")
 
-    labels = out / "prm_data.jsonl"
-    if not labels.exists():
-        problems: list[Problem] = read_jsonl(problems_file, Problem)[:n]
-        sampler.reload(policy)
-        examples = shepherd_examples(sampler, problems, arithmetic.is_correct, solutions=8, completions=4)
-        write_prm(labels, examples)
-    module = PRMModule(str(policy), lr=3e-4, lr_min=3e-6, warmup_steps=10, export_dir=str(out / "model"))
-    data = PRMDataModule(str(labels), micro_batch_size=32, max_prompt_len=64, max_target_len=96, seed=seed)
-    fit_resumable(module, data, out, epochs, seed)
+
+def start(argv: list[str], log: Any) -> subprocess.Popen[bytes]:
+    """Start one command with its output appended to `log`; progress bars off (they would fill the log)."""
+    log.write(("$ " + " ".join(argv) + "\n").encode())
+    log.flush()
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"})
 
 
-def fit_resumable(module: L.LightningModule, data: L.LightningDataModule, out: Path, epochs: int, seed: int) -> None:
-    """`epochs` of Lightning training with a checkpoint per epoch; a re-run resumes from the last one."""
+def sft(base: Path, train_file: Path, out: Path, epochs: int, lr: float, seed: int, threads: int) -> None:
+    """Fine-tune `base` on the reference solutions (`threads` CPU threads: nothing else runs yet); resumes from
+    `out`'s last epoch checkpoint after a crash."""
     import lightning as L
+    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from bstar_pl.data import SFTDataModule
+    from bstar_pl.sft import SFTModule
+
+    torch.set_num_threads(threads)
+    module = SFTModule(str(base), lr=lr, lr_min=lr / 10, warmup_steps=50, export_dir=str(out / "policy"))
+    data = SFTDataModule(str(train_file), micro_batch_size=64, max_prompt_len=64, max_target_len=96, seed=seed)
     L.seed_everything(seed)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -158,6 +199,40 @@ def fit_resumable(module: L.LightningModule, data: L.LightningDataModule, out: P
         log_every_n_steps=10,
         logger=TensorBoardLogger(out, name="logs"),
         callbacks=[ModelCheckpoint(out / "checkpoints", save_last=True, every_n_epochs=1)],
+        enable_model_summary=False,
     )
     last = out / "checkpoints" / "last.ckpt"
     trainer.fit(module, datamodule=data, ckpt_path=last if last.exists() else None)
+    torch.set_num_threads(1)
+
+
+def summarize(runs: list[Path], test_file: Path, hard_levels: tuple[int, ...], seconds: float) -> dict[str, Any]:
+    """summary.json: per method a list over seeds of Pass@1 and hard-level Pass@1 per iteration (0 = P0) and the
+    (t, τ) each iteration sampled and selected with (None where a mode samples nothing)."""
+    from bstar_pl.records import Problem, read_jsonl
+    from bstar_pl.runs import levels_accuracy, load_run
+
+    problems = read_jsonl(test_file, Problem)
+    hard = [p for p in problems if p.info.get("level") in hard_levels]
+    methods: dict[str, list[dict[str, Any]]] = {}
+    p0: dict[str, float] = {}
+    for path in runs:
+        run = load_run(path)
+        rows = [m["test"]["test"] for m in run.iterations]
+        entry = {
+            "seed": run.config["seed"],
+            "pass1": [r["accuracy"] for r in rows],
+            "pass1_hard": [levels_accuracy(r, hard_levels) for r in rows],
+            "temperature": [m.get("temperature") for m in run.iterations[1:]],
+            "threshold": [m.get("threshold") for m in run.iterations[1:]],
+        }
+        methods.setdefault(run.config["mode"], []).append(entry)
+        p0 = {"pass1": entry["pass1"][0], "pass1_hard": entry["pass1_hard"][0]}
+    return {
+        "hard_levels": list(hard_levels),
+        "test_size": len(problems),
+        "hard_size": len(hard),
+        "seconds": round(seconds, 1),
+        "p0": p0,
+        "methods": methods,
+    }

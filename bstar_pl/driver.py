@@ -99,10 +99,13 @@ class Run:
         if (folder / "metrics.json").exists():
             return json.loads((folder / "metrics.json").read_text())
         previous = self.policy(i - 1)
+        search: dict[str, Any] = {}
         if self.cfg.mode == "control":
-            search: dict[str, Any] = {}
             examples = load_examples(self.cfg.data.sft)
             stats: dict[str, Any] = {"selected": {"size": len(examples)}}
+        elif self.cfg.mode == "oracle":
+            examples = gold_examples(pool)
+            stats = {"selected": {"size": len(examples)}}
         else:
             search = self.phase(folder / "search.json", lambda: self.search(i, search_queries, n_star, previous))
             t, tau = search["temperature"], search["threshold"]
@@ -113,6 +116,10 @@ class Run:
                 raise RuntimeError(f"iteration {i}: no response has reward > {tau}; nothing to train on")
             examples = [SFTExample(s.query, s.output) for s in selected]
             stats = {"temperature": t, "threshold": tau, **self.describe(i, pool, scored, selected, n_star)}
+        if self.cfg.train.replay > 0 and self.cfg.mode != "control":
+            old = replayed(load_examples(self.cfg.data.sft), len(examples), self.cfg.train.replay, self.cfg.seed, i)
+            examples += old
+            stats["replayed"] = len(old)
         if not (folder / "policy" / "config.json").exists():
             self.train(i, examples, previous)
         return self.evaluate(i, tests, stats, search)
@@ -365,6 +372,23 @@ class Run:
     def say(self, message: str) -> None:
         if self.rank == 0:
             print(message, flush=True)
+
+
+def gold_examples(pool: list[Problem]) -> list[SFTExample]:
+    """The oracle's data: every pool problem's reference solution (what perfect self-generated data would be)."""
+    missing = next((p.id for p in pool if not p.solution), None)
+    if missing is not None:
+        raise ConfigError(f"mode 'oracle' trains on reference solutions, but pool problem {missing!r} has none")
+    return [SFTExample(p.question, p.solution) for p in pool]
+
+
+def replayed(sft: list[SFTExample], new: int, share: float, seed: int, iteration: int) -> list[SFTExample]:
+    """SFT examples to mix with `new` fresh ones so that they are `share` of the whole (seeded per iteration;
+    drawn with replacement when the SFT data is smaller than asked)."""
+    count = round(new * share / (1 - share))
+    rng = np.random.default_rng(derived_seed(seed, iteration, "replay"))
+    picks = rng.choice(len(sft), size=count, replace=count > len(sft))
+    return [sft[k] for k in picks]
 
 
 def derived_seed(seed: int, iteration: int, purpose: str) -> int:

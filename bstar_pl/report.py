@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bstar_pl.atomic import atomic_path, atomic_write_text
-from bstar_pl.runs import Group, RunRecord, Stat, group_runs, load_run, series
+from bstar_pl.runs import Group, RunRecord, Stat, group_runs, levels_series, load_run, series
 
 # Sampled test metrics of `evaluate.policy_metrics`, drawn where metrics.json has them.
 SAMPLED = {
@@ -52,8 +52,11 @@ SELECTED = [
 ]
 
 
-def write_report(runs: Sequence[str | Path], out: Path) -> Path:
-    """Read the run directories, draw the figures and write `out`/report.md; return its path."""
+def write_report(runs: Sequence[str | Path], out: Path, hard_levels: Sequence[int] = ()) -> Path:
+    """Read the run directories, draw the figures and write `out`/report.md; return its path.
+
+    With `hard_levels`, the report leads with greedy Pass@1 over those levels of each test set (the levels
+    beyond the SFT data, where self-improvement has to show), one line per group, P0 as a reference."""
     records = [load_run(path) for path in runs]
     groups = group_runs(records)
     greedy = [Panel(f"{name}: greedy Pass@1", ("test", name, "accuracy")) for name in tests(records)]
@@ -63,7 +66,15 @@ def write_report(runs: Sequence[str | Path], out: Path) -> Path:
         ("sampled", "Test sets: sampled metrics", sampled_panels(records)),
         ("selected", "Selected data", SELECTED),
     ]
-    lines = ["# B-STaR runs", "", *runs_table(groups)]
+    lines = ["# B-STaR runs", ""]
+    for name in tests(records) if hard_levels else []:
+        columns = {g.label: levels_series(g, name, hard_levels) for g in groups}
+        if not any(columns.values()):
+            continue
+        title = f"{name}: greedy Pass@1 on levels {', '.join(map(str, hard_levels))}"
+        plot_levels(columns, title, out / f"hard_{name}.png")
+        lines += [f"## {title}", "", f"![{title}](hard_{name}.png)", "", *stat_table(columns), ""]
+    lines += runs_table(groups)
     for name, heading, panels in figures:
         drawn = [p for p in panels if any(series(g, p.keys, p.need) for g in groups)]
         if not drawn:
@@ -125,11 +136,15 @@ def runs_table(groups: Sequence[Group]) -> list[str]:
 
 def metric_table(groups: Sequence[Group], panel: Panel) -> list[str]:
     """Iterations down, groups across: mean ± std (n)."""
-    columns = [series(g, panel.keys, panel.need) for g in groups]
-    iterations = sorted({i for c in columns for i in c})
-    lines = ["| iteration | " + " | ".join(g.label for g in groups) + " |", "|---:|" + "---|" * len(groups)]
+    return stat_table({g.label: series(g, panel.keys, panel.need) for g in groups})
+
+
+def stat_table(columns: dict[str, dict[int, Stat]]) -> list[str]:
+    """Iterations down, one column per label: mean ± std (n)."""
+    iterations = sorted({i for c in columns.values() for i in c})
+    lines = ["| iteration | " + " | ".join(columns) + " |", "|---:|" + "---|" * len(columns)]
     for i in iterations:
-        lines.append(f"| {i} | " + " | ".join(cell(c.get(i)) for c in columns) + " |")
+        lines.append(f"| {i} | " + " | ".join(cell(c.get(i)) for c in columns.values()) + " |")
     return lines
 
 
@@ -179,6 +194,37 @@ def plot(groups: Sequence[Group], panels: Sequence[Panel], path: Path) -> None:
                 labels.append(label)
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0.06 + 0.03 * (math.ceil(len(labels) / 3) - 1), 1, 1))
+    save(fig, path)
+
+
+def plot_levels(columns: dict[str, dict[int, Stat]], title: str, path: Path) -> None:
+    """One axes: a line per group (mean over seeds, min–max band); P0 (iteration 0, shared by all groups) as a
+    dotted reference line, and the oracle, an upper bound rather than a method, dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    p0 = next((c[0].mean for c in columns.values() if 0 in c), None)
+    for k, (label, points) in enumerate(columns.items()):
+        xs = list(points)
+        style = "o--" if label.startswith("oracle") else "o-"
+        ax.plot(xs, [p.mean for p in points.values()], style, color=colors[k % len(colors)], label=label, ms=4)
+        if any(p.n > 1 for p in points.values()):
+            lo, hi = [p.lo for p in points.values()], [p.hi for p in points.values()]
+            ax.fill_between(xs, lo, hi, color=colors[k % len(colors)], alpha=0.2, linewidth=0)
+    if p0 is not None:
+        ax.axhline(p0, color="gray", linestyle=":", label="P0")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("greedy Pass@1")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
     save(fig, path)
 
 

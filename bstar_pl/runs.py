@@ -154,6 +154,25 @@ def series(group: Group, keys: Sequence[str], need: str | None = None) -> dict[i
     return {i: stat(xs) for i, xs in sorted(points.items())}
 
 
+def levels_accuracy(row: dict[str, Any], levels: Sequence[int]) -> float | None:
+    """Greedy Pass@1 over the problems of `levels`, from a test table's `by_level` rows (None: none there)."""
+    rows = [row["by_level"][str(k)] for k in levels if str(k) in row.get("by_level", {})]
+    total = sum(r["problems"] for r in rows)
+    return sum(r["accuracy"] * r["problems"] for r in rows) / total if total else None
+
+
+def levels_series(group: Group, test: str, levels: Sequence[int]) -> dict[int, Stat]:
+    """Iteration -> greedy Pass@1 over the `levels` of test set `test`, over the group's runs."""
+    points: dict[int, list[float]] = {}
+    for run in group.runs:
+        for i, metrics in enumerate(run.iterations):
+            row = metrics.get("test", {}).get(test) if isinstance(metrics.get("test"), dict) else None
+            x = levels_accuracy(row, levels) if isinstance(row, dict) else None
+            if x is not None:
+                points.setdefault(i, []).append(x)
+    return {i: stat(xs) for i, xs in sorted(points.items())}
+
+
 def stat(xs: Sequence[float]) -> Stat:
     n = len(xs)
     mean = sum(xs) / n

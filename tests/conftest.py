@@ -70,10 +70,12 @@ def sft_policy(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
 
     from bstar_pl.data import SFTDataModule
     from bstar_pl.sft import SFTModule
-    from bstar_pl.tasks.arithmetic import write_splits
+    from bstar_pl.tasks.arithmetic import ArithmeticSpec, write_splits
 
     root = tmp_path_factory.mktemp("sft_policy")
-    write_splits(root / "data", n_sft=2000, n_pool=200, n_dev=50, n_test=200)
+    # 2-3 term SFT, 3-4 term pool and test: a minute of SFT leaves a policy right often enough to select from.
+    easy, harder = ArithmeticSpec(max_terms=3), ArithmeticSpec(min_terms=3, max_terms=4)
+    write_splits(root / "data", (easy,), (1.0,), harder, harder, n_sft=2000, n_pool=200, n_dev=50, n_test=100)
     L.seed_everything(0)
     trainer = L.Trainer(
         accelerator="cpu",

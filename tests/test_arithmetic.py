@@ -86,10 +86,36 @@ def test_template_splits_steps_and_answer() -> None:
 
 
 def test_write_splits(tmp_path: Path) -> None:
-    files = arithmetic.write_splits(tmp_path, n_sft=50, n_pool=40, n_dev=10, n_test=20)
+    files = arithmetic.write_splits(tmp_path, n_sft=500, n_pool=40, n_dev=10, n_test=20)
     sft = read_jsonl(files["sft"], SFTExample)
     pool, dev, test = (read_jsonl(files[k], Problem) for k in ("pool", "dev", "test"))
     assert arithmetic.load(files["pool"]) == pool and arithmetic.load(files["test"], limit=3) == test[:3]
-    assert (len(sft), len(pool), len(dev), len(test)) == (50, 40, 10, 20)
+    assert (len(pool), len(dev), len(test)) == (40, 10, 60) and abs(len(sft) - 500) <= 4
     assert not {p.id for p in pool} & {p.id for p in dev + test}
-    assert min(p.question.count(" ") for p in pool) > min(e.query.count(" ") for e in sft)  # easy -> hard
+    assert [sum(p.info["level"] == k for p in test) for k in (3, 4, 5)] == [20, 20, 20]  # n_test per level
+
+    def operands(question: str) -> list[int]:
+        return [int(x) for x in question.removeprefix("What is ").removesuffix("?").split()[::2]]
+
+    # Easy -> hard: SFT has long problems only with small operands; the pool has only long problems with any.
+    assert all(len(operands(e.query)) <= 3 or max(operands(e.query)) <= 5 for e in sft)
+    assert any(len(operands(e.query)) == 5 for e in sft) and any(max(operands(e.query)) > 5 for e in sft)
+    assert {p.info["level"] for p in pool} == {4, 5} and any(max(operands(p.question)) > 5 for p in pool)
+    # The shares hold: 70% from the long small-operand spec, 30% from the short one.
+    short = sum(len(operands(e.query)) <= 3 and max(operands(e.query)) > 5 for e in sft)
+    assert 0.2 < short / len(sft) < 0.3
+
+
+def test_generate_level_takes_all_there_are_of_a_small_level() -> None:
+    three = arithmetic.generate_level("test", 10_000, 3, ArithmeticSpec())
+    assert 250 < len(three) < 340 and len({p.question for p in three}) == len(three)  # ~10% of 2,916
+    assert {p.info["level"] for p in three} == {3} and all(
+        arithmetic.split_of(p.question[8:-1]) == "test" for p in three
+    )
+    assert arithmetic.generate_level("test", 10_000, 3, ArithmeticSpec()) == three  # deterministic
+    assert len(arithmetic.generate_level("train", 50, 5, ArithmeticSpec())) == 50
+
+
+def test_shares_must_match_specs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="one positive share per SFT spec"):
+        arithmetic.write_splits(tmp_path, sft_specs=(ArithmeticSpec(),), sft_shares=(0.5, 0.5))

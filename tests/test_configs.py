@@ -74,16 +74,3 @@ def test_mistral_prm_config_has_the_paper_settings() -> None:
     dp = trainer["strategy"]["init_args"]["data_parallel_size"]
     assert config["data"]["micro_batch_size"] * dp * trainer["accumulate_grad_batches"] == 256
     assert trainer["max_epochs"] == 2
-
-
-def test_tiny_iterate_config_is_the_demos_bstar_run() -> None:
-    """configs/iterate/tiny.yaml repeats the demo's B-STaR run: the two must not drift apart."""
-    from jsonargparse import CLI
-
-    from bstar_pl.config import Config
-    from bstar_pl.demo import run_config
-
-    path = ROOT / "configs" / "iterate" / "tiny.yaml"
-    assert CLI(Config, args=["--config", str(path)], as_positional=False) == run_config(
-        Path("runs/demo"), "bstar", 0, 3, Path("runs/demo/prm/model")
-    )

@@ -124,3 +124,13 @@ def test_windows_of_a_stream_concatenate_to_the_stream() -> None:
     assert parts == list(whole) and len(parts) == 10
     with pytest.raises(ValueError, match="window"):
         StepSampler(steps=10, seed=1, shuffle=True, window=(8, 12), **args)
+
+
+def test_length_group_one_leaves_batches_random() -> None:
+    """length_group=1 draws batches as random as a plain shuffle: lengths are not sorted together."""
+    lengths = [10] * 256 + [50] * 256  # two kinds of example, told apart by length
+    mixed = {}
+    for group in (1, 64):
+        sampler = StepSampler(lengths, 16, 1, 0, 1, 16, seed=0, shuffle=True, group=group)
+        mixed[group] = sum(len({lengths[i] for i in batch}) == 2 for batch in sampler.step_batches())
+    assert mixed[1] >= 14 and mixed[64] <= 1, mixed  # sorted together, only the batch at the boundary mixes

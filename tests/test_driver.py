@@ -309,19 +309,22 @@ def test_two_ranks_under_torchrun_sample_and_select_like_one(
 def test_baseline_modes(sft_policy: tuple[Path, Path], tmp_path: Path) -> None:
     """Iterative RFT and ReST-EM share iteration 1 (P0, fixed t and τ) and differ in iteration 2, where
     ReST-EM trains P0 again; each iteration has its own schedule, so its own checkpoints. The control
-    trains on the SFT data, samples nothing, and keeps one schedule over the iterations."""
+    trains on the SFT data, samples nothing, and keeps one schedule over the iterations; so does the oracle,
+    on the pool's reference solutions (here with half of its data replayed from the SFT set)."""
     from safetensors.torch import load_file
 
     policy, data = sft_policy
     weights = {}
-    for mode in ("iterative_rft", "rest_em", "control"):
+    for mode in ("iterative_rft", "rest_em", "control", "oracle"):
         out = tmp_path / mode
-        sft = {"data.sft": str(data / "sft.jsonl")}
+        sft = {"data.sft": str(data / "sft.jsonl"), "train.replay": 0.5 if mode == "oracle" else 0.0}
         config = write_config(tmp_path / f"{mode}.yaml", out, policy, data, mode=mode, **sft)
         run(config, tmp_path / f"{mode}.log")
         weights[mode] = [load_file(out / f"iter_{i:02d}" / "policy" / "model.safetensors") for i in (1, 2)]
         search = json.loads((out / "iter_01" / "metrics.json").read_text())
-        if mode == "control":
+        if mode == "oracle":  # 48 pool problems' reference solutions, and as many SFT examples
+            assert (search["selected"]["size"], search["replayed"]) == (48, 48) and "temperature" not in search
+        if mode in ("control", "oracle"):
             # One schedule over all iterations, as in Online RFT: one checkpoint folder for the run.
             assert not (out / "iter_01" / "samples.jsonl").exists() and (out / "checkpoints").is_dir()
             continue
@@ -334,3 +337,37 @@ def test_baseline_modes(sft_policy: tuple[Path, Path], tmp_path: Path) -> None:
     assert same(weights["iterative_rft"][0], weights["rest_em"][0])
     assert not same(weights["iterative_rft"][1], weights["rest_em"][1])
     assert not same(weights["control"][0], weights["rest_em"][0])
+
+
+def test_oracle_data_is_the_pools_reference_solutions() -> None:
+    from bstar_pl.config import ConfigError
+    from bstar_pl.driver import gold_examples
+    from bstar_pl.records import Problem, SFTExample
+
+    pool = [Problem("a", "What is 1 + 2?", "3", "1 + 2 = 3\n\n# Answer\n\n3"), Problem("b", "What is 2 - 1?", "1", "x")]
+    assert gold_examples(pool) == [SFTExample("What is 1 + 2?", pool[0].solution), SFTExample("What is 2 - 1?", "x")]
+    with pytest.raises(ConfigError, match="pool problem 'c' has none"):
+        gold_examples([*pool, Problem("c", "What is 1 + 1?", "2")])
+
+
+def test_replay_mixes_in_the_asked_share_of_sft_examples() -> None:
+    from bstar_pl.driver import replayed
+    from bstar_pl.records import SFTExample
+
+    sft = [SFTExample(f"q{i}", f"o{i}") for i in range(100)]
+    half = replayed(sft, 30, 0.5, seed=0, iteration=1)
+    assert len(half) == 30 and len({e.query for e in half}) == 30 and set(half) <= set(sft)  # no repeats
+    assert replayed(sft, 30, 0.5, seed=0, iteration=1) == half != replayed(sft, 30, 0.5, seed=0, iteration=2)
+    assert len(replayed(sft, 30, 0.25, seed=0, iteration=1)) == 10
+    assert len(replayed(sft[:5], 30, 0.5, seed=0, iteration=1)) == 30  # a small SFT set repeats
+
+
+def test_replay_needs_the_sft_data_and_a_share_below_one(sft_policy: tuple[Path, Path], tmp_path: Path) -> None:
+    policy, data = sft_policy
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run", policy, data, **{"train.replay": 0.5})
+    with pytest.raises(SystemExit, match=r"config field 'data.sft': the control mode and replay read the SFT data"):
+        main(["iterate", "--config", str(config)])
+    config = write_config(tmp_path / "c.yaml", tmp_path / "run", policy, data, **{"train.replay": 1.0})
+    with pytest.raises(SystemExit, match=r"config field 'train.replay': must be in \[0, 1\)"):
+        main(["iterate", "--config", str(config)])
+    assert not (tmp_path / "run").exists()

@@ -233,9 +233,9 @@ ENGINE = ("--max_model_len", "512", "--max_new_tokens", "64", "--dtype", "float3
 @pytest.mark.slow
 def test_evaluate_command_end_to_end(sft_policy: tuple[Path, Path], tmp_path: Path) -> None:
     policy, _ = sft_policy
-    # The SFT split's short chains, which the fine-tuned policy gets right now and then.
-    easy = ArithmeticSpec(min_terms=2, max_terms=3)
-    files = write_splits(tmp_path / "data", n_sft=20, n_pool=10, n_dev=5, n_test=40, pool_spec=easy)
+    # The SFT split's 3-term chains, which the fine-tuned policy gets right now and then.
+    easy = ArithmeticSpec(min_terms=3, max_terms=3)
+    files = write_splits(tmp_path / "data", n_sft=20, n_pool=10, n_dev=5, n_test=40, pool_spec=easy, test_spec=easy)
     out = tmp_path / "eval" / "test.json"
     done = run_evaluate("--policy", str(policy), "--task", "arithmetic", "--data", str(files["test"]),
                         "--out", str(out), "--k", "8", "--temperature", "1.0", "--s", "2", *ENGINE)  # fmt: skip

@@ -84,6 +84,28 @@ def test_report_of_two_modes_over_three_seeds(tmp_path: Path) -> None:
     assert series(groups[1], ("search", "balance_score")) == {}
 
 
+def test_report_leads_with_pass_at_1_on_the_hard_levels(tmp_path: Path) -> None:
+    """Pass@1 over levels 4 and 5 is their problem-weighted mean: (100 a + 300 b) / 400 per run."""
+    runs = []
+    for mode, seed in (("bstar", 0), ("bstar", 1), ("oracle", 0)):
+        run = write_run(tmp_path / "runs", mode, seed, iterations=2)
+        for i in range(3):
+            path = run / f"iter_{i:02d}" / "metrics.json"
+            metrics = json.loads(path.read_text())
+            levels = {"3": (50, 0.9), "4": (100, 0.2 + 0.1 * i + 0.1 * seed), "5": (300, 0.1 + 0.1 * i)}
+            rows = {k: {"problems": n, "accuracy": a} for k, (n, a) in levels.items()}
+            metrics["test"]["test"]["by_level"] = rows
+            path.write_text(json.dumps(metrics))
+        runs.append(run)
+    main(["report", *map(str, runs), "--out", str(tmp_path / "report"), "--hard_levels", "4", "5"])
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert (tmp_path / "report" / "hard_test.png").read_bytes()[:8] == PNG
+    assert report.index("## test: greedy Pass@1 on levels 4, 5") < report.index("| group |")
+    # iteration 2, seed 0: (100 * 0.4 + 300 * 0.3) / 400 = 0.325; seed 1: (100 * 0.5 + 90) / 400 = 0.35
+    assert "| 2 | 0.338 ± 0.018 (n=2) | 0.325 (n=1) |" in report
+    assert "gsm8k: greedy Pass@1 on levels" not in report  # no levels there: no figure
+
+
 def test_runs_in_progress_and_missing_keys(tmp_path: Path) -> None:
     whole = write_run(tmp_path, "bstar", 0)
     partial = write_run(tmp_path, "bstar", 1, done=1)

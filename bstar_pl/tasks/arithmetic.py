@@ -2,15 +2,18 @@
 
 Terms may be combined in any order that respects precedence, so one problem has several valid
 solutions and "unique correct responses" means something; `check_steps` verifies every step.
+A problem's level is its number of terms (`Problem.info["level"]`), by which evaluation splits its metrics.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import random
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bstar_pl.records import Problem, SFTExample, from_dict, write_jsonl
@@ -63,19 +66,47 @@ def generate(split: str, n: int, spec: ArithmeticSpec = ArithmeticSpec(), seed: 
         operands = [rng.randint(1, spec.max_operand) for _ in range(k)]
         ops = [rng.choice(spec.operators) for _ in range(k - 1)]
         expression = _format(operands, ops)
-        if expression in problems or split_of(expression) != split:
-            continue
-        order = random.Random(f"{seed}/{expression}") if spec.random_order else None
-        steps, answer = reference_steps(operands, ops, order)
-        problems[expression] = Problem(
-            id="arith-" + hashlib.sha256(expression.encode()).hexdigest()[:12],
-            question=f"What is {expression}?",
-            answer=str(answer),
-            solution=solution(steps, str(answer)),
-        )
+        if expression not in problems and split_of(expression) == split:
+            problems[expression] = _problem(operands, ops, spec, seed)
     if len(problems) < n:
         raise ValueError(f"only {len(problems)} distinct {split} problems exist for {spec}, asked for {n}")
     return list(problems.values())
+
+
+def generate_level(
+    split: str, n: int, terms: int, spec: ArithmeticSpec = ArithmeticSpec(), seed: int = 0
+) -> list[Problem]:
+    """Up to `n` distinct problems of `split` with exactly `terms` terms: all there are when fewer exist (a
+    3-term one-digit `+ -` space holds 2,916 problems, about 290 of them in the test split)."""
+    spec = replace(spec, min_terms=terms, max_terms=terms)
+    if space(spec, terms) > 20 * n:
+        return generate(split, n, spec, seed)
+    every = [
+        (list(operands), list(ops))
+        for operands in itertools.product(range(1, spec.max_operand + 1), repeat=terms)
+        for ops in itertools.product(spec.operators, repeat=terms - 1)
+        if split_of(_format(list(operands), list(ops))) == split
+    ]
+    random.Random(f"{split}/{seed}/{terms}").shuffle(every)
+    return [_problem(operands, ops, spec, seed) for operands, ops in every[:n]]
+
+
+def space(spec: ArithmeticSpec, terms: int) -> int:
+    """How many distinct problems with `terms` terms the spec allows (over all splits)."""
+    return spec.max_operand**terms * len(spec.operators) ** (terms - 1)
+
+
+def _problem(operands: list[int], ops: list[str], spec: ArithmeticSpec, seed: int) -> Problem:
+    expression = _format(operands, ops)
+    order = random.Random(f"{seed}/{expression}") if spec.random_order else None
+    steps, answer = reference_steps(operands, ops, order)
+    return Problem(
+        id="arith-" + hashlib.sha256(expression.encode()).hexdigest()[:12],
+        question=f"What is {expression}?",
+        answer=str(answer),
+        solution=solution(steps, str(answer)),
+        info={"level": len(operands)},
+    )
 
 
 def reference_steps(operands: list[int], ops: list[str], rng: random.Random | None = None) -> tuple[list[str], int]:
@@ -104,28 +135,61 @@ def sft_examples(problems: list[Problem]) -> list[SFTExample]:
     return [SFTExample(query=p.question, output=p.solution) for p in problems]
 
 
+# The demo's curriculum: SFT on short problems with any digit and on long ones with small digits; the pool
+# and the hard test levels combine the two (long problems with any digit), which no SFT example shows.
+SFT_SPECS = (ArithmeticSpec(min_terms=2, max_terms=5, max_operand=5), ArithmeticSpec(min_terms=2, max_terms=3))
+SFT_SHARES = (0.7, 0.3)
+POOL_SPEC = ArithmeticSpec(min_terms=4, max_terms=5)
+TEST_SPEC = ArithmeticSpec(min_terms=3, max_terms=5)
+
+
 def write_splits(
     out: str | os.PathLike[str],
-    sft_spec: ArithmeticSpec = ArithmeticSpec(max_terms=3),
-    pool_spec: ArithmeticSpec = ArithmeticSpec(min_terms=3, max_terms=4),
-    n_sft: int = 2000,
-    n_pool: int = 1000,
-    n_dev: int = 200,
-    n_test: int = 1000,
+    sft_specs: Sequence[ArithmeticSpec] = SFT_SPECS,
+    sft_shares: Sequence[float] = SFT_SHARES,
+    pool_spec: ArithmeticSpec = POOL_SPEC,
+    test_spec: ArithmeticSpec = TEST_SPEC,
+    n_sft: int = 20_000,
+    n_pool: int = 2000,
+    n_dev: int = 400,
+    n_test: int = 1100,
     seed: int = 0,
 ) -> dict[str, Path]:
-    """Write the task's files: `sft.jsonl` (SFT examples) and `{pool,dev,test}.jsonl` (problems).
+    """Write the task's files: `sft.jsonl` (SFT examples), `pool.jsonl` and `dev.jsonl` (problems of
+    `pool_spec`) and `test.jsonl` (up to `n_test` problems per level of `test_spec`).
 
-    Easy -> hard: SFT uses short chains, the pool and evaluation sets longer ones, which leaves the
-    self-improvement loop headroom. Dev and test are disjoint from training by `split_of`.
+    Easy -> hard: SFT draws `n_sft` examples from `sft_specs` in proportion to `sft_shares`, the pool holds
+    harder problems, which leaves the self-improvement loop headroom. Dev and test are disjoint from
+    training by `split_of`; a spec whose train space is smaller than its share repeats no example.
     """
+    if len(sft_specs) != len(sft_shares) or not sft_specs or min(sft_shares) <= 0:
+        raise ValueError(f"need one positive share per SFT spec, got {list(sft_shares)} for {len(sft_specs)} specs")
     out = Path(out)
     files = {name: out / f"{name}.jsonl" for name in ("sft", "pool", "dev", "test")}
-    write_jsonl(files["sft"], sft_examples(generate("train", n_sft, sft_spec, seed)))
+    total = sum(sft_shares)
+    sft = [
+        p
+        for k, (spec, share) in enumerate(zip(sft_specs, sft_shares))
+        for p in _share(spec, n_sft * share / total, seed + k)
+    ]
+    random.Random(f"sft/{seed}").shuffle(sft)
+    write_jsonl(files["sft"], sft_examples(sft))
     write_jsonl(files["pool"], generate("train", n_pool, pool_spec, seed + 1))
     write_jsonl(files["dev"], generate("dev", n_dev, pool_spec, seed))
-    write_jsonl(files["test"], generate("test", n_test, pool_spec, seed))
+    levels = range(test_spec.min_terms, test_spec.max_terms + 1)
+    write_jsonl(files["test"], [p for k in levels for p in generate_level("test", n_test, k, test_spec, seed)])
     return files
+
+
+def _share(spec: ArithmeticSpec, wanted: float, seed: int) -> list[Problem]:
+    """About `wanted` training problems of `spec`, spread evenly over its levels; a level with fewer problems
+    than its part gives all it has and leaves the rest to the larger levels."""
+    levels = sorted(range(spec.min_terms, spec.max_terms + 1), key=lambda terms: space(spec, terms))
+    problems: list[Problem] = []
+    for i, terms in enumerate(levels):
+        quota = round((wanted - len(problems)) / (len(levels) - i))
+        problems += generate_level("train", quota, terms, spec, seed)
+    return problems
 
 
 def load(source: Source, limit: int | None = None) -> list[Problem]:
