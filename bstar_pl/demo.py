@@ -170,10 +170,10 @@ def schedule(jobs: list[Job], workers: int, logs: Path) -> None:
 
 
 def start(argv: list[str], log: Any) -> subprocess.Popen[bytes]:
-    """Start one command with its output appended to `log`; progress bars off (they would fill the log)."""
+    """Start one command with its output appended to `log`."""
     log.write(("$ " + " ".join(argv) + "\n").encode())
     log.flush()
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"})
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
 
 
 def sft(base: Path, train_file: Path, out: Path, epochs: int, lr: float, seed: int, threads: int) -> None:

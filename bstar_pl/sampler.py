@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -102,7 +103,7 @@ class Sampler:
         n: int,
         *,
         max_new_tokens: int | None = None,
-        progress: bool = True,
+        progress: bool | None = None,
     ) -> list[Sample]:
         """`n` samples per problem at each temperature, in one engine call, ordered by problem, then
         temperature, then sample index. Temperature 0 is greedy and takes n = 1. Samples cut by the
@@ -138,7 +139,8 @@ class Sampler:
                 prompts.append({"prompt_token_ids": tokens})
                 seed = self.request_seed(problem.id, t)
                 params.append(SamplingParams(n=n, temperature=t, top_p=1.0, max_tokens=min(limit, room), seed=seed))
-        outputs = self.llm.generate(prompts, params, use_tqdm=progress) if prompts else []
+        bars = sys.stderr.isatty() if progress is None else progress  # None: bars on a terminal, not in a log
+        outputs = self.llm.generate(prompts, params, use_tqdm=bars) if prompts else []
         samples = []
         for k, output in enumerate(outputs):
             problem, t = mine[k // len(temperatures)], temperatures[k % len(temperatures)]
@@ -155,7 +157,7 @@ class Sampler:
         n: int,
         *,
         max_new_tokens: int | None = None,
-        progress: bool = True,
+        progress: bool | None = None,
     ) -> list[list[str]]:
         """`n` continuations of each request `(key, question, prefix)`: the policy prompt of `question` followed by
         the response prefix `prefix` (tokenised on its own, as SFT tokenises a response), seeded by `key`.
@@ -181,7 +183,8 @@ class Sampler:
             prompts.append({"prompt_token_ids": tokens})
             params.append(SamplingParams(n=n, temperature=temperature, top_p=1.0, max_tokens=room, seed=seed))
             slots.append(k)
-        outputs = self.llm.generate(prompts, params, use_tqdm=progress) if prompts else []
+        bars = sys.stderr.isatty() if progress is None else progress  # None: bars on a terminal, not in a log
+        outputs = self.llm.generate(prompts, params, use_tqdm=bars) if prompts else []
         texts: list[list[str]] = [[] for _ in requests]
         for k, output in zip(slots, outputs):
             texts[k] = [c.text for c in sorted(output.outputs, key=lambda c: c.index)]
