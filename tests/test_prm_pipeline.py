@@ -48,7 +48,8 @@ def sft(out: Path, steps: int, spec: A.ArithmeticSpec, problems: int) -> Path:
     """The tiny model (seed 0) SFT'd `steps` steps on `problems` training problems of `spec`; returns the policy."""
     L.seed_everything(0)
     module = SFTModule(str(make_tiny(out / "base")), lr=1e-3, lr_min=1e-5, warmup_steps=20, export_dir=str(out / "sft"))
-    data = SFTDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96)
+    # Length-grouped batches, as when the PRM figures in the README were measured.
+    data = SFTDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96, length_group=64)
     data.set_examples(A.sft_examples(A.generate("train", problems, spec, seed=0)), steps=steps)
     quiet_trainer(max_epochs=-1, max_steps=steps).fit(module, datamodule=data)
     return out / "sft"
