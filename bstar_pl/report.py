@@ -41,6 +41,10 @@ SEARCH = [
     Panel("temperature t", ("temperature",)),
     Panel("threshold τ", ("threshold",)),
     Panel("balance score (search)", ("search", "balance_score")),
+    Panel(
+        "balance score of the fixed pair (selection.temperature, .threshold) in the same search",
+        ("search", "fixed_pair"),
+    ),
     Panel("balance score (selected data)", ("selected", "balance_score")),
 ]
 SELECTED = [

@@ -79,8 +79,22 @@ def load_run(path: str | Path) -> RunRecord:
             searches[i] = read_json(folder / "search.json")
             if "balance_score" in searches[i]:  # metrics.json repeats it; older runs may not
                 metrics.setdefault("search", {"balance_score": searches[i]["balance_score"]})
+            fixed = fixed_pair_score(searches[i], config.get("selection", {}))
+            if fixed is not None:
+                metrics.setdefault("search", {})["fixed_pair"] = fixed
         iterations.append(metrics)
     return RunRecord(path, config, iterations, searches)
+
+
+def fixed_pair_score(search: dict[str, Any], selection: dict[str, Any]) -> float | None:
+    """The balance score a search grid gives the fixed (t, τ) of `selection` (Online RFT's pair): what B-STaR's
+    choice is measured against. None where the grid lacks the pair."""
+    try:
+        t = [abs(x - selection["temperature"]) < 1e-6 for x in search["temperatures"]].index(True)
+        tau = [abs(x - selection["threshold"]) < 1e-6 for x in search["thresholds"]].index(True)
+        return float(search["scores"][t][tau])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -156,6 +156,22 @@ def test_sampled_metrics_and_search_grid(tmp_path: Path) -> None:
     assert "iteration 3" in report
 
 
+def test_the_fixed_pairs_balance_score_is_read_from_the_search_grid(tmp_path: Path) -> None:
+    """Beside B-STaR's chosen cell, the score its own grid gave the fixed pair (t = 1.0, τ = 0.0 here)."""
+    run = write_run(tmp_path, "bstar", 0, iterations=2)
+    grid = {"temperature": 0.8, "threshold": 0.5, "balance_score": 0.9, "best": [0, 1], "temperatures": [0.8, 1.0]}
+    grid |= {"thresholds": [0.0, 0.5], "scores": [[0.5, 0.9], [0.7, 0.6]]}
+    (run / "iter_01" / "search.json").write_text(json.dumps(grid))
+    (run / "iter_02" / "search.json").write_text(json.dumps(grid | {"temperatures": [0.6, 0.8]}))  # no 1.0
+    record = load_run(run)
+    assert record.iterations[1]["search"]["fixed_pair"] == 0.7
+    assert "fixed_pair" not in record.iterations[2]["search"]
+    main(["report", str(run), "--out", str(tmp_path / "report")])
+    report = (tmp_path / "report" / "report.md").read_text()
+    table = report.split("### balance score of the fixed pair")[1]
+    assert "| 1 | 0.700 (n=1) |" in table and "| 2 |" not in table.split("###")[0]
+
+
 def test_report_errors_name_the_directory(tmp_path: Path) -> None:
     good = write_run(tmp_path, "bstar", 0)
     (tmp_path / "empty").mkdir()
