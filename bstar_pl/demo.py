@@ -51,7 +51,7 @@ def demo(
     workers: int = 2,
     hidden: int = 64,
     heads: int = 2,
-    sft_epochs: int = 3,
+    sft_epochs: int = 4,
     sft_lr: float = 2e-3,
     prm: bool = True,
     prm_problems: int = 200,
