@@ -139,8 +139,7 @@ class Sampler:
                 prompts.append({"prompt_token_ids": tokens})
                 seed = self.request_seed(problem.id, t)
                 params.append(SamplingParams(n=n, temperature=t, top_p=1.0, max_tokens=min(limit, room), seed=seed))
-        bars = sys.stderr.isatty() if progress is None else progress  # None: bars on a terminal, not in a log
-        outputs = self.llm.generate(prompts, params, use_tqdm=bars) if prompts else []
+        outputs = self.llm.generate(prompts, params, use_tqdm=bars(progress)) if prompts else []
         samples = []
         for k, output in enumerate(outputs):
             problem, t = mine[k // len(temperatures)], temperatures[k % len(temperatures)]
@@ -183,8 +182,7 @@ class Sampler:
             prompts.append({"prompt_token_ids": tokens})
             params.append(SamplingParams(n=n, temperature=temperature, top_p=1.0, max_tokens=room, seed=seed))
             slots.append(k)
-        bars = sys.stderr.isatty() if progress is None else progress  # None: bars on a terminal, not in a log
-        outputs = self.llm.generate(prompts, params, use_tqdm=bars) if prompts else []
+        outputs = self.llm.generate(prompts, params, use_tqdm=bars(progress)) if prompts else []
         texts: list[list[str]] = [[] for _ in requests]
         for k, output in zip(slots, outputs):
             texts[k] = [c.text for c in sorted(output.outputs, key=lambda c: c.index)]
@@ -328,6 +326,11 @@ def check_weights(
             raise ValueError(
                 f"{source}: weight {name!r} has shape {list(shape)}, the engine expects {list(want[name])}"
             )
+
+
+def bars(progress: bool | None) -> bool:
+    """Whether vLLM draws progress bars: as asked, or (None) only on a terminal, so that logs stay readable."""
+    return sys.stderr.isatty() if progress is None else progress
 
 
 def _gather(mine: list[Sample], problems: Sequence[Problem], shards: int, tp: int) -> list[Sample]:
