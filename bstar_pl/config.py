@@ -85,11 +85,14 @@ class Data:
 @dataclass
 class Search:
     """The (temperature, threshold) grid searched by the balance score (paper: 0.5…1.2 by 0.05, -1…1 by 0.01),
-    with `samples` responses per search query at every temperature."""
+    with `samples` responses per search query at every temperature. `balance_over`: the queries the score
+    averages over, "selected" (the paper: those with at least one selected response) or "all" (beyond the
+    paper: a query with nothing selected counts as 0, so the score sees how many queries the data covers)."""
 
     temperatures: Grid = field(default_factory=lambda: Grid(0.5, 1.2, 0.05))
     thresholds: Grid = field(default_factory=lambda: Grid(-1.0, 1.0, 0.01))
     samples: int = 64
+    balance_over: Literal["selected", "all"] = "selected"
 
 
 @dataclass
@@ -180,7 +183,7 @@ class Config:
             schedule carry over), iterative_rft (weights only carry over), rest_em (every iteration
             trains from P0), control (trains on the SFT data for the same steps), oracle (trains on the
             pool's reference solutions for the same steps: an upper bound for self-generated data).
-        iterations: how many (paper: 9).
+        iterations: how many (paper: 9); 0 evaluates P0 alone (its metrics under this run's settings).
         seed: seeds sampling, data order and ties in selection.
         prompt: the policy's prompt format (`chat: true` for an instruct model's chat template), used
             alike for sampling, training and the PRM.
@@ -207,7 +210,7 @@ def check(cfg: Config) -> None:
         if not ok:
             raise ConfigError(f"config field {field_name!r}: {why}")
 
-    need(cfg.iterations >= 1, "iterations", f"must be >= 1, got {cfg.iterations}")
+    need(cfg.iterations >= 0, "iterations", f"must be >= 0, got {cfg.iterations}")
     need(cfg.data.task in NAMES, "data.task", f"unknown task {cfg.data.task!r}; expected one of {NAMES}")
     need((cfg.policy / "config.json").is_file(), "policy", f"{cfg.policy} is not an HF model directory")
     need(not cfg.prompt.chat or has_chat_template(cfg.policy), "prompt.chat", f"{cfg.policy} has no chat template")

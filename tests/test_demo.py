@@ -45,9 +45,11 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     for name in ("base/config.json", "sft/policy/model.safetensors", "prm/model/config.json"):
         assert (out / name).exists(), name
     modes = ("bstar", "online_rft", "control", "oracle")
+    p0 = (out / "p0" / "iter_00" / "test_test.jsonl").read_bytes()  # P0 is evaluated once, and every run grades it
     for mode in modes:
         assert (out / "runs" / f"{mode}_seed0" / "iter_01" / "metrics.json").exists(), mode
         assert (out / "logs" / f"{mode}_seed0.log").exists()
+        assert (out / "runs" / f"{mode}_seed0" / "iter_00" / "test_test.jsonl").read_bytes() == p0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"hard_levels", "test_size", "hard_size", "seconds", "p0", "methods"}
     assert summary["hard_levels"] == [4, 5] and (summary["test_size"], summary["hard_size"]) == (60, 40)
@@ -98,10 +100,12 @@ def test_schedule_waits_for_dependencies_and_stops_at_a_failure(tmp_path: Path) 
     py = sys.executable
     order = tmp_path / "order.txt"
     write = lambda name: [py, "-c", f"open({str(order)!r}, 'a').write({name!r} + chr(10))"]  # noqa: E731
-    jobs = [Job("b", [write("b1"), write("b2")], after=("a",)), Job("a", [write("a")]), Job("c", [write("c")])]
-    schedule(jobs, 2, tmp_path / "logs")
+    prepared = lambda: order.open("a").write("prepare-b\n")  # noqa: E731
+    jobs = [Job("b", [write("b1"), write("b2")], after=("a",), prepare=prepared), Job("a", [write("a")])]
+    schedule([*jobs, Job("c", [write("c")])], 2, tmp_path / "logs")
     lines = order.read_text().split()
-    assert sorted(lines) == ["a", "b1", "b2", "c"] and lines.index("a") < lines.index("b1") < lines.index("b2")
+    assert sorted(lines) == ["a", "b1", "b2", "c", "prepare-b"]
+    assert lines.index("a") < lines.index("prepare-b") < lines.index("b1") < lines.index("b2")
     assert (tmp_path / "logs" / "b.log").read_text().count("$ ") == 2
     done = tmp_path / "done"
     done.write_text("")

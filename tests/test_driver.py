@@ -249,7 +249,7 @@ def test_same_seed_same_selection_other_seed_differs(
         ({"data.pool": "/nonexistent/pool.jsonl"}, "data.pool"),
         ({"selection.temperature": -1.0}, "selection.temperature"),
         ({"data.task": "chess"}, "data.task"),
-        ({"iterations": 0}, "iterations"),
+        ({"iterations": -1}, "iterations"),
         ({"reward.aggregate": "prod"}, "reward.aggregate"),  # a product of clipped logits means nothing
     ],
 )
