@@ -8,6 +8,10 @@ by the balance score of exactly the data this rule would select, so what is meas
 Balance score (B-STaR, Eq. 3): for query i with n_i selected responses of which n'_i are correct (and
 unique, since selection keeps one copy of each text), bs_i = min(n'_i / n*, 1) · n'_i / n_i; the score
 is the mean over queries with at least one selected response (0 when none has any). n* = ceil(N / M).
+With `over="all"` (beyond the paper) it is the mean over every query, a query with nothing selected
+scoring 0: the paper's mean cannot see how many queries the selection covers, so a cool temperature
+with a strict threshold, whose few selected responses are all correct, scores as high as a cell that
+covers every query.
 
 Grid cells are addressed by integer indices into the temperature and threshold lists, never by float keys.
 """
@@ -18,6 +22,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -105,7 +110,12 @@ def caps(available: np.ndarray, n_target: int) -> np.ndarray:
     return np.where(reached.any(axis=1), reached.argmax(axis=1) + 1, width)
 
 
-def balance_scores(cands: Candidates, thresholds: Sequence[float], n_target: int, n_star: int) -> np.ndarray:
+Over = Literal["selected", "all"]  # the queries the balance score averages over (module doc)
+
+
+def balance_scores(
+    cands: Candidates, thresholds: Sequence[float], n_target: int, n_star: int, over: Over = "selected"
+) -> np.ndarray:
     """(H,): the balance score of the data selected at each threshold (the rule in the module doc)."""
     available = above(cands, np.asarray(thresholds))  # (H, Q)
     cap = caps(available, n_target)  # (H,)
@@ -113,7 +123,7 @@ def balance_scores(cands: Candidates, thresholds: Sequence[float], n_target: int
     good = np.take_along_axis(cands.correct_before, n.T, axis=1).T  # correct among the selected
     with np.errstate(divide="ignore", invalid="ignore"):
         per_query = np.minimum(good / n_star, 1.0) * np.where(n > 0, good / n, 0.0)
-    counted = (n > 0).sum(axis=1)
+    counted = (n > 0).sum(axis=1) if over == "selected" else np.full(len(n), n.shape[1])
     return np.where(counted > 0, per_query.sum(axis=1) / np.maximum(counted, 1), 0.0)
 
 
@@ -145,12 +155,13 @@ def search(
     thresholds: Sequence[float],
     n_target: int,
     n_star: int,
+    over: Over = "selected",
 ) -> SearchResult:
     """Score every (temperature, threshold) cell; the best is the first maximum in grid order (lowest
     temperature, then lowest threshold), so equal scores resolve the same way every time."""
     if len(per_temperature) != len(temperatures) or not temperatures or not thresholds:
         raise ValueError("search needs one candidate set per temperature and a non-empty grid")
-    scores = np.stack([balance_scores(c, thresholds, n_target, n_star) for c in per_temperature])
+    scores = np.stack([balance_scores(c, thresholds, n_target, n_star, over) for c in per_temperature])
     best = np.unravel_index(int(np.argmax(scores)), scores.shape)
     return SearchResult(list(temperatures), list(thresholds), scores, (int(best[0]), int(best[1])))
 

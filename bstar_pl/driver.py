@@ -139,7 +139,7 @@ class Run:
             by_t = [[x for x in scored if x.sample.temperature == t] for t in temperatures]
             per_t = [self.candidates(i, rows, queries) for rows in by_t]
             target = n_star * len(queries)  # the pool's N, scaled to the search queries
-            result = balance.search(per_t, temperatures, thresholds, target, n_star)
+            result = balance.search(per_t, temperatures, thresholds, target, n_star, self.cfg.search.balance_over)
         self.say(f"[iter {i}] search: t={result.temperature} τ={result.threshold} balance={result.score:.4f}")
         return {
             "temperature": result.temperature,

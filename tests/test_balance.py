@@ -34,6 +34,18 @@ def test_hand_computed_balance_score():
     assert balance_scores(cands, [-1.0], n_target=100, n_star=2) == pytest.approx([(1 + 1 / 6) / 3])
 
 
+def test_over_all_queries_counts_the_empty_ones_as_zero():
+    # q1 covered perfectly, q2 and q3 with nothing above τ = 1.05: the paper's mean is 1, over all queries 1/3.
+    rows = {"q1": [("a", 1.1, True), ("b", 1.2, True)], "q2": [("c", 1.0, True)], "q3": []}
+    cands, _ = build(rows)
+    assert balance_scores(cands, [1.05], n_target=100, n_star=2) == pytest.approx([1.0])
+    assert balance_scores(cands, [1.05], n_target=100, n_star=2, over="all") == pytest.approx([1 / 3])
+    # So the search takes the lower threshold that also covers q2 (0.5 * 1 there): (1 + 0.5 + 0) / 3.
+    result = search([cands], [1.0], [0.5, 1.05], n_target=100, n_star=2, over="all")
+    assert result.threshold == 0.5 and result.score == pytest.approx(0.5)
+    assert search([cands], [1.0], [0.5, 1.05], n_target=100, n_star=2).threshold == 1.05
+
+
 def test_threshold_is_strict_and_duplicates_count_once():
     cands, _ = build({"q": [("a", 1.0, True), ("a", 1.0, True), ("b", 0.5, False)]})
     assert cands.reward.shape == (1, 2)  # "a" kept once
