@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bstar_pl.records import Problem
-from bstar_pl.tasks import grading, gsm8k, math
+from bstar_pl.tasks import final_answer, grading, gsm8k, math
 from bstar_pl.tasks.batch import grade_all
 from bstar_pl.template import split_response
 
@@ -39,7 +39,7 @@ MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verificat
     ],
 )
 def test_extract_final_answer(text: str, answer: str | None) -> None:
-    assert grading.extract_final_answer(text) == math.extract_answer(text) == answer
+    assert final_answer.find(text) == math.extract_answer(text) == answer
 
 
 @pytest.mark.parametrize(
@@ -89,6 +89,14 @@ def test_equivalence_is_symbolic(pred: str | None, gold: str, equal: bool) -> No
     assert grading.equivalent(pred, gold) is equal
 
 
+def test_a_question_for_values_separated_by_commas_takes_them_in_any_order() -> None:
+    listed = Problem(id="l", question="Find all integer roots. Enter them, separated by commas.", answer="1,-2")
+    ordered = Problem(id="o", question="Find the ordered pair.", answer="1,-2")
+    assert math.is_correct("The roots are $-2, 1$.", listed)
+    assert not math.is_correct("The pair is $-2, 1$.", ordered)
+    assert math.is_correct("The pair is $1, -2$.", ordered)
+
+
 def test_gsm8k_reference_solutions_grade_correct(shared_data: Path) -> None:
     problems = gsm8k.load(shared_data / "gsm8k_test.jsonl")
     assert len(problems) == 1319 and len({p.id for p in problems}) == 1319
@@ -100,18 +108,26 @@ def test_gsm8k_reference_solutions_grade_correct(shared_data: Path) -> None:
     assert [(p.id, p.answer) for p in same] == [(p.id, p.answer) for p in problems]
     wrong = [Problem(id="w", question="q", answer=str(int(p.answer) + 1)) for p in problems[:50]]
     assert not any(gsm8k.is_correct(p.solution, w) for p, w in zip(problems, wrong))
+    # As they are, not converted: the rationale ending "#### n", and the same ending "A: n".
+    rows = [json.loads(line) for line in (shared_data / "gsm8k_test.jsonl").open()]
+    samples = [json.loads(line) for line in (shared_data / "gsm8k_example_model_solutions.jsonl").open()]
+    assert sum(gsm8k.is_correct(row["answer"], p) for row, p in zip(rows, problems)) == 1319
+    assert sum(gsm8k.is_correct(row["ground_truth"], p) for row, p in zip(samples, problems)) == 1319
+    assert not any(gsm8k.is_correct(row["answer"], w) for row, w in zip(rows, wrong))
 
 
-def test_gsm8k_labelled_model_solutions_agree_with_their_labels(shared_data: Path) -> None:
+@pytest.mark.parametrize("form", ["as they are", "in B-STaR format"])
+def test_gsm8k_labelled_model_solutions_agree_with_their_labels(shared_data: Path, form: str) -> None:
     problems = gsm8k.load(shared_data / "gsm8k_test.jsonl")
     rows = [json.loads(line) for line in (shared_data / "gsm8k_example_model_solutions.jsonl").open()]
     agree = total = 0
     for problem, row in zip(problems, rows):
         for model in MODELS:
-            text, label = to_bstar(row[model]["solution"]), row[model]["is_correct"]
+            text, label = row[model]["solution"], row[model]["is_correct"]
+            text = to_bstar(text) if form == "in B-STaR format" else text  # as they are: a last line "A: n"
             agree += gsm8k.is_correct(text, problem) == label
             total += 1
-    print(f"GSM8K labelled model solutions: {agree}/{total} = {agree / total:.4f} agree with is_correct")
+    print(f"GSM8K labelled model solutions {form}: {agree}/{total} = {agree / total:.4f} agree with is_correct")
     assert total == 5276 and agree / total >= 0.99
 
 
@@ -133,7 +149,11 @@ def to_bstar(solution: str) -> str:
         ("9 * 2 = 18. The answer is 18.", True),  # a base model
         ("The answer is 17.", False),
         ("# Answer\n\n18 dollars and 50 cents", False),
-        ("18", False),  # no final answer marker
+        ("18", True),  # the answer alone
+        ("She makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18", True),  # GSM8K's reference format
+        ("She makes 9 * 2 = $<<9*2=18>>18 every day.\nA: 18", True),  # its model-solution format
+        ("She makes 9 * 2 = 18 dollars every day.", True),  # no marker: the last number
+        ("She makes 9 * 2 = 18 dollars every day, so in a week 18 * 7", False),  # cut off mid-sentence
     ],
 )
 def test_gsm8k_answer_forms(text: str, correct: bool) -> None:
