@@ -1,10 +1,19 @@
-"""Where a response's final answer is found: the markers in their order, then the fallback over the tail."""
+"""Where a response's final answer is found: the markers in their order, the fallback over the tail, and
+the labelled cases of tests/data/grading_cases.jsonl (real answer formats), each graded as labelled."""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from pathlib import Path
+
 import pytest
 
-from bstar_pl.tasks import final_answer
+from bstar_pl.records import Problem
+from bstar_pl.tasks import arc, final_answer, grading, gsm8k, math
+
+CASES = Path(__file__).parent / "data" / "grading_cases.jsonl"
+TASKS = {"math": math, "gsm8k": gsm8k, "arc": arc}
 
 
 @pytest.mark.parametrize(
@@ -46,3 +55,29 @@ from bstar_pl.tasks import final_answer
 )
 def test_markers_in_order_then_the_tail(text: str, answer: str | None) -> None:
     assert final_answer.find(text) == answer
+
+
+def read_cases() -> list[dict]:
+    return [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_the_case_file_covers_every_category_with_as_many_unequal_pairs() -> None:
+    cases = read_cases()
+    kinds = Counter(c["kind"] for c in cases)
+    assert len(cases) >= 150 and sum(not c["equal"] for c in cases) >= len(cases) / 2
+    assert set(kinds) == {"gsm8k", "minerva", "no_marker", "relation", "matrix", "number_format", "choice"} | {
+        "marker",
+        "truncated",
+    }
+    assert min(kinds.values()) >= 10
+    assert all(c.get("task", "math") in {"answer", *TASKS} for c in cases)
+
+
+@pytest.mark.parametrize("case", read_cases(), ids=lambda c: f"{c['kind']}:{c['gold'][:20]}:{c['equal']}")
+def test_each_labelled_case_grades_as_labelled(case: dict) -> None:
+    if case.get("task") == "answer":
+        graded = grading.equivalent(case["pred"], case["gold"])
+    else:
+        problem = Problem(id="case", question="case", answer=case["gold"])
+        graded = TASKS[case.get("task", "math")].is_correct(case["pred"], problem)
+    assert graded is case["equal"]
