@@ -64,6 +64,8 @@ def test_extract_final_answer(text: str, answer: str | None) -> None:
         ("3", "4", False),
         (None, "4", False),
         ("1" * 5000, "1" * 5000 + "0", False),  # long integers compare as digits, not with int()
+        ("18.00", "18", True),  # decimals of up to 6 places compare exactly, without sympy
+        ("2.5", "2.05", False),
         # forms sympy does not read, made plain first
         ("2 500", "2500", True),
         ("2 500", "25000", False),

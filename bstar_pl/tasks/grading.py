@@ -14,6 +14,7 @@ import math
 import re
 import signal
 import threading
+from decimal import Decimal
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
@@ -27,6 +28,7 @@ MAX_DIGITS = 10_000  # an answer's value written out; sympy takes seconds to com
 
 _BRACES = re.compile(r"(?<!\\)[{}]")
 _INTEGER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)")
+_DECIMAL = re.compile(r"-?(?=\.?\d)\d*(?:\.(\d*))?")
 # Numbers raised to numbers raised to numbers: "9^{9^9}", "10^{10^{10}}", "9**9**9"; and n! for a
 # literal n or a power of ten ("(10^{9})!").
 _TOWER = re.compile(r"\d{1,9}(?:\s*(?:\^|\*\*)\s*[{(]?\s*\d{1,9})+")
@@ -76,6 +78,8 @@ def equivalent(pred: str | None, gold: str, ordered: bool = True) -> bool:
         return True
     if _INTEGER.fullmatch(pred) and _INTEGER.fullmatch(gold):
         return _integer(pred) == _integer(gold)
+    if _decimal(pred) is not None and _decimal(gold) is not None:  # "18.00", "2.5": no sympy either
+        return _decimal(pred) == _decimal(gold)
     if guard.inside():  # already in a grading process under a deadline
         return symbolic_equal(pred, gold)
     try:
@@ -136,6 +140,13 @@ def _integer(text: str) -> str:
     """An integer's canonical digits ("-1,050" -> "-1050"), as text: int() refuses > 4300 digits."""
     digits = text.lstrip("-").replace(",", "").lstrip("0") or "0"
     return "-" + digits if text.startswith("-") and digits != "0" else digits
+
+
+def _decimal(answer: str) -> Decimal | None:
+    """A plain decimal number with at most 6 places, exactly; None otherwise (math-verify compares more
+    places after rounding, so those go to it)."""
+    m = _DECIMAL.fullmatch(answer)
+    return Decimal(answer) if m and len(m[1] or "") <= 6 else None
 
 
 def _small(answer: str) -> bool:
