@@ -75,7 +75,9 @@ def test_a_thousand_random_and_pathological_responses_each_grade_within_two_seco
 
 
 def test_pathological_answers_are_wrong_and_fast_enough() -> None:
-    for s in PATHOLOGICAL[:6]:
+    # The first six are refused by the size guard (values too big to write); the last two are small
+    # but keep sympy busy until the grader's timer stops it.
+    for s in [*PATHOLOGICAL[:6], "(x+1)^{999}", "\\frac{(x+1)^{300}}{(x+2)^{300}}"]:
         start = time.perf_counter()
         assert not grading.equivalent(s, "1")
         assert time.perf_counter() - start < grading.HARD_TIMEOUT + 0.5

@@ -42,7 +42,20 @@ def test_prompt_letters_the_choices_and_maps_a_numeric_key() -> None:
         ("Steps.\n\n# Answer\n\nC", "C"),
         ("Steps.\n\n# Answer\n\nMars", None),
         ("", None),
-        ("I think it is B.", None),
+        ("I think it is B.", None),  # no statement of a choice
+        # the forms real models use
+        ("The answer is B", "B"),
+        ("Final answer is D", "D"),
+        ("I think the correct answer is A", "A"),
+        ("The answer is option C.", "C"),
+        ("**Answer:** (A) evaporation", "A"),
+        ("The best choice is $\\boxed{D}$.", "D"),
+        ("C. it can't be A or D", "C"),  # a response that starts with its choice
+        ("(B) Marcus", "B"),
+        ("B\n\nPlants need light.", "B"),
+        ("Reasoning first.\n\n**C**", "C"),  # a last line that is a lone letter
+        ("(A) the Moon\n(B) Mars\nMars is a planet.", None),  # the choices listed, none chosen
+        ("A plant needs light.", None),  # an article, not a choice
     ],
 )
 def test_extract_answer(text: str, letter: str | None) -> None:

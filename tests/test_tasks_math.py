@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bstar_pl.records import Problem
-from bstar_pl.tasks import grading, gsm8k, math
+from bstar_pl.tasks import final_answer, grading, gsm8k, math
 from bstar_pl.tasks.batch import grade_all
 from bstar_pl.template import split_response
 
@@ -39,7 +39,7 @@ MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verificat
     ],
 )
 def test_extract_final_answer(text: str, answer: str | None) -> None:
-    assert grading.extract_final_answer(text) == math.extract_answer(text) == answer
+    assert final_answer.find(text) == math.extract_answer(text) == answer
 
 
 @pytest.mark.parametrize(
@@ -64,10 +64,39 @@ def test_extract_final_answer(text: str, answer: str | None) -> None:
         ("3", "4", False),
         (None, "4", False),
         ("1" * 5000, "1" * 5000 + "0", False),  # long integers compare as digits, not with int()
+        ("18.00", "18", True),  # decimals of up to 6 places compare exactly, without sympy
+        ("2.5", "2.05", False),
+        # forms sympy does not read, made plain first
+        ("2 500", "2500", True),
+        ("2 500", "25000", False),
+        ("2,500.50€", "2500.50", True),
+        ("45 cm", "45", True),
+        ("45 cm", "450", False),
+        ("18 dollars and 50 cents", "18", False),
+        ("y ≤ 4", "y \\leq 4", True),
+        ("−7", "-7", True),
+        ("1000,99", "1000.99", True),  # a decimal comma, where the gold is a decimal number
+        ("\\mathbf{M} = \\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{bmatrix}1\\\\2\\end{bmatrix}", True),
+        # a list is a tuple: its order counts
+        ("8, 3, -1", "3, 8, -1", False),
+        ("8, 3, -1", "(3, 8, -1)", False),
+        ("3, 8, -1", "(3,8,-1)", True),
+        # values too big to write are refused before sympy computes them; small towers are not
+        ("9^{9^{9^9}}", "1", False),
+        ("(10^{9})!", "1", False),
+        ("2^{3^2}", "512", True),
     ],
 )
 def test_equivalence_is_symbolic(pred: str | None, gold: str, equal: bool) -> None:
     assert grading.equivalent(pred, gold) is equal
+
+
+def test_a_question_for_values_separated_by_commas_takes_them_in_any_order() -> None:
+    listed = Problem(id="l", question="Find all integer roots. Enter them, separated by commas.", answer="1,-2")
+    ordered = Problem(id="o", question="Find the ordered pair.", answer="1,-2")
+    assert math.is_correct("The roots are $-2, 1$.", listed)
+    assert not math.is_correct("The pair is $-2, 1$.", ordered)
+    assert math.is_correct("The pair is $1, -2$.", ordered)
 
 
 def test_gsm8k_reference_solutions_grade_correct(shared_data: Path) -> None:
@@ -81,18 +110,26 @@ def test_gsm8k_reference_solutions_grade_correct(shared_data: Path) -> None:
     assert [(p.id, p.answer) for p in same] == [(p.id, p.answer) for p in problems]
     wrong = [Problem(id="w", question="q", answer=str(int(p.answer) + 1)) for p in problems[:50]]
     assert not any(gsm8k.is_correct(p.solution, w) for p, w in zip(problems, wrong))
+    # As they are, not converted: the rationale ending "#### n", and the same ending "A: n".
+    rows = [json.loads(line) for line in (shared_data / "gsm8k_test.jsonl").open()]
+    samples = [json.loads(line) for line in (shared_data / "gsm8k_example_model_solutions.jsonl").open()]
+    assert sum(gsm8k.is_correct(row["answer"], p) for row, p in zip(rows, problems)) == 1319
+    assert sum(gsm8k.is_correct(row["ground_truth"], p) for row, p in zip(samples, problems)) == 1319
+    assert not any(gsm8k.is_correct(row["answer"], w) for row, w in zip(rows, wrong))
 
 
-def test_gsm8k_labelled_model_solutions_agree_with_their_labels(shared_data: Path) -> None:
+@pytest.mark.parametrize("form", ["as they are", "in B-STaR format"])
+def test_gsm8k_labelled_model_solutions_agree_with_their_labels(shared_data: Path, form: str) -> None:
     problems = gsm8k.load(shared_data / "gsm8k_test.jsonl")
     rows = [json.loads(line) for line in (shared_data / "gsm8k_example_model_solutions.jsonl").open()]
     agree = total = 0
     for problem, row in zip(problems, rows):
         for model in MODELS:
-            text, label = to_bstar(row[model]["solution"]), row[model]["is_correct"]
+            text, label = row[model]["solution"], row[model]["is_correct"]
+            text = to_bstar(text) if form == "in B-STaR format" else text  # as they are: a last line "A: n"
             agree += gsm8k.is_correct(text, problem) == label
             total += 1
-    print(f"GSM8K labelled model solutions: {agree}/{total} = {agree / total:.4f} agree with is_correct")
+    print(f"GSM8K labelled model solutions {form}: {agree}/{total} = {agree / total:.4f} agree with is_correct")
     assert total == 5276 and agree / total >= 0.99
 
 
@@ -114,7 +151,11 @@ def to_bstar(solution: str) -> str:
         ("9 * 2 = 18. The answer is 18.", True),  # a base model
         ("The answer is 17.", False),
         ("# Answer\n\n18 dollars and 50 cents", False),
-        ("18", False),  # no final answer marker
+        ("18", True),  # the answer alone
+        ("She makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18", True),  # GSM8K's reference format
+        ("She makes 9 * 2 = $<<9*2=18>>18 every day.\nA: 18", True),  # its model-solution format
+        ("She makes 9 * 2 = 18 dollars every day.", True),  # no marker: the last number
+        ("She makes 9 * 2 = 18 dollars every day, so in a week 18 * 7", False),  # cut off mid-sentence
     ],
 )
 def test_gsm8k_answer_forms(text: str, correct: bool) -> None:
@@ -148,14 +189,18 @@ def test_math_rows_in_the_original_format(tmp_path: Path) -> None:
 
 def test_grade_all_matches_one_by_one_grading_in_order(shared_data: Path) -> None:
     problems = math.load(shared_data / "math500_test.jsonl", limit=20)
-    stuck = "# Answer\n\n9^{9^{9^9}}"
+    # Small enough for the size guard, but sympy works on it until the grader's timer stops it (1 s).
+    stuck, one = "# Answer\n\n(x+1)^{999}", Problem(id="one", question="q", answer="1")
     texts = [problems[i if i % 2 else (i + 1) % 20].solution for i in range(20)] + [stuck]
-    problems = [*problems, problems[0]]
+    problems = [*problems, one]
     expected = [math.is_correct(t, p) for t, p in zip(texts, problems)]
     assert grade_all(math, texts, problems, workers=2, progress=False) == expected
     assert sum(expected) == 10 and not expected[-1]
     # A per-response deadline shorter than the grader's own timer: the stuck worker is replaced.
-    assert grade_all(math, [stuck, texts[1]], problems[:2], workers=1, timeout=0.5, progress=False) == [False, True]
+    assert grade_all(math, [stuck, texts[1]], [one, problems[1]], workers=1, timeout=0.5, progress=False) == [
+        False,
+        True,
+    ]
     assert grade_all(math, [], [], progress=False) == []
     with pytest.raises(ValueError, match="2 texts but 1 problems"):
         grade_all(math, ["a", "b"], problems[:1])

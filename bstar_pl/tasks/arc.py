@@ -7,20 +7,15 @@ items labelled 1-4 are graded like the rest (the reference compared "3" with a l
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from bstar_pl.records import Problem
+from bstar_pl.tasks import choice
 from bstar_pl.tasks.loading import Source, load_problems, text_field
-from bstar_pl.template import split_response
 
 LETTERS = "ABCDEFGH"
 INSTRUCTION = 'Reason step by step, then end with "Final answer: (X)", where X is the letter of the correct choice.'
-# "Final answer: (C)", "[C]", "C" or "C."; a bare letter must be a capital standing alone, so that
-# "Final answer: a dry palm" is no answer "A".
-_FINAL = re.compile(r"(?i:final\s+answer)(?:\s+(?i:is))?\s*:?\s*(?:\(([A-Ha-h])\)|\[([A-Ha-h])\]|([A-H])(?![A-Za-z]))")
-_BLOCK = re.compile(r"\(?([A-H])\)?\.?")
 
 
 def load(source: Source, limit: int | None = None) -> list[Problem]:
@@ -50,13 +45,8 @@ def problem(row: Mapping[str, Any]) -> Problem:
 
 
 def extract_answer(text: str) -> str | None:
-    """The letter of the last "Final answer: (X)", else of a `# Answer` block that is just a letter."""
-    matches = list(_FINAL.finditer(text))
-    if matches:
-        return next(g for g in matches[-1].groups() if g).upper()
-    _, block = split_response(text)
-    m = _BLOCK.fullmatch(block.strip()) if block is not None else None
-    return m[1] if m else None
+    """The chosen letter, in the forms models write it (see `choice.letter`), else None."""
+    return choice.letter(text)
 
 
 def is_correct(text: str, problem: Problem) -> bool:

@@ -1,33 +1,38 @@
-"""Math answers: find the final answer in a response and decide whether it equals the gold answer.
+"""Math answers: decide whether a final answer (found by `final_answer.find`) equals the gold answer.
 
-Equivalence is symbolic (math-verify), so `\\frac{x}{7}+\\frac{2}{7}` equals `\\frac{x+2}{7}`. Every
-comparison is bounded: a size guard, a timer inside the grading process, and a hard deadline after
-which that process is killed. `equivalent` never raises and returns False when time runs out.
+Equivalence is symbolic (math-verify), so `\\frac{x}{7}+\\frac{2}{7}` equals `\\frac{x+2}{7}`, after the
+forms that sympy does not read are made plain (currency signs, units, `2 500`, `≤`). Every comparison
+is bounded: a size guard, a timer inside the grading process, and a hard deadline after which that
+process is killed. `equivalent` never raises and returns False when time runs out.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import math
 import re
 import signal
 import threading
+from decimal import Decimal
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-from bstar_pl.tasks import guard
-from bstar_pl.template import split_response
+from bstar_pl.tasks import forms, guard
 
 SOFT_TIMEOUT = 1.0  # CPU seconds of math-verify work per comparison, stopped by a timer in the grading process
 HARD_TIMEOUT = 1.5  # wall seconds before the grading process is killed (C code that no timer interrupts)
 MAX_ANSWER_CHARS = 400  # MATH500 gold answers are <= 53 characters; sympy needs seconds for 900
 MAX_BRACE_DEPTH = 8  # gold answers nest <= 2 deep; 15 deep takes math-verify > 1 s
+MAX_DIGITS = 10_000  # an answer's value written out; sympy takes seconds to compute 9^{9^9} (369 million)
 
-_ANSWER_IS = re.compile(r"the\s+(?:final\s+)?answer\s+is\s*:?[ \t]*([^\n]*)", re.IGNORECASE)
-_BOXED_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BRACES = re.compile(r"(?<!\\)[{}]")
 _INTEGER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)")
-_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_DECIMAL = re.compile(r"-?(?=\.?\d)\d*(?:\.(\d*))?")
+# Numbers raised to numbers raised to numbers: "9^{9^9}", "10^{10^{10}}", "9**9**9"; and n! for a
+# literal n or a power of ten ("(10^{9})!").
+_TOWER = re.compile(r"\d{1,9}(?:\s*(?:\^|\*\*)\s*[{(]?\s*\d{1,9})+")
+_FACTORIAL = re.compile(r"(?:10\s*\^\s*\{?\s*(\d{1,4})\s*\}?\s*\)?|(?<![\d.])(\d{1,9}))\s*!")
 _CONFIG = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
 WARM_UP = [
     ("\\frac{1}{2}", "0.5"),
@@ -47,56 +52,11 @@ WARM_UP = [
 logging.getLogger("math_verify").setLevel(logging.CRITICAL)
 
 
-def extract_final_answer(text: str) -> str | None:
-    """The final answer of a response: the B-STaR `# Answer` block, else the last `\\boxed{...}`,
-    else what follows the last "The answer is"; None if there is none. Linear in the text length."""
-    _, block = split_response(text)
-    if block is not None:
-        answer = block.split("\n\n", 1)[0]
-    else:
-        answer = last_boxed(text)
-        if answer is None:
-            matches = list(_ANSWER_IS.finditer(text))
-            answer = _sentence(matches[-1][1]) if matches else None
-    answer = clean(answer) if answer is not None else ""
-    return answer or None
-
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last complete `\\boxed{...}` (balanced braces, escaped braces skipped)."""
-    opens = {m.end() - 1 for m in _BOXED_OPEN.finditer(text)}
-    if not opens:
-        return None
-    stack: list[int] = []
-    last: tuple[int, int] | None = None
-    for m in _BRACES.finditer(text):
-        if m[0] == "{":
-            stack.append(m.start())
-        elif stack:
-            start = stack.pop()
-            if start in opens and (last is None or start > last[0]):
-                last = (start, m.start())
-    return text[last[0] + 1 : last[1]] if last else None
-
-
-def clean(answer: str) -> str:
-    """Strip what surrounds an answer: space, a final full stop, math delimiters, a `\\boxed{}` or a
-    brace group around all of it, a currency `$`."""
-    answer = answer.strip().removesuffix(".").strip()
-    for left, right in _DELIMITERS:
-        if len(answer) > len(left) + len(right) and answer.startswith(left) and answer.endswith(right):
-            answer = answer[len(left) : -len(right)].strip()
-            break
-    for opener in ("\\boxed{", "{"):  # a box or a brace group around all of it (braces only group)
-        if answer.startswith(opener) and _closing_brace(answer, len(opener) - 1) == len(answer) - 1:
-            answer = answer[len(opener) : -1].strip()
-    # A lone `$` left over is a currency sign ("$18"), not math mode.
-    return re.sub(r"(?<!\\)\$", "", answer).strip()
-
-
-def equivalent(pred: str | None, gold: str) -> bool:
-    """Whether answer `pred` equals `gold` mathematically. Never raises for any input (a grading
-    process that cannot start at all, a broken install, does raise); False on timeout."""
+def equivalent(pred: str | None, gold: str, ordered: bool = True) -> bool:
+    """Whether answer `pred` equals `gold` mathematically. A bare list ("3, 8, -1") is a tuple, its
+    order counts, unless `ordered` is False (a question that asks for all values in any order); a gold
+    tuple always keeps its order. Never raises for any input (a grading process that cannot start at
+    all, a broken install, does raise); False on timeout."""
     if pred is None:
         return False
     pred, gold = pred.strip(), gold.strip()
@@ -106,6 +66,20 @@ def equivalent(pred: str | None, gold: str) -> bool:
         return _integer(pred) == _integer(gold)
     if not (_small(pred) and _small(gold)):
         return False
+    pred, gold = forms.plain(pred), forms.plain(gold)
+    pred, gold = forms.decimal_comma(pred, gold), forms.decimal_comma(gold, pred)
+    if "=" not in gold:
+        pred = forms.value_of(pred)
+    if ordered or forms.is_tuple(gold):
+        pred = forms.as_tuple(pred)
+    if ordered:
+        gold = forms.as_tuple(gold)
+    if pred == gold:
+        return True
+    if _INTEGER.fullmatch(pred) and _INTEGER.fullmatch(gold):
+        return _integer(pred) == _integer(gold)
+    if _decimal(pred) is not None and _decimal(gold) is not None:  # "18.00", "2.5": no sympy either
+        return _decimal(pred) == _decimal(gold)
     if guard.inside():  # already in a grading process under a deadline
         return symbolic_equal(pred, gold)
     try:
@@ -162,24 +136,21 @@ def _alarm(signum: int, frame: object) -> None:
     raise _SoftTimeout
 
 
-def _closing_brace(text: str, start: int) -> int | None:
-    """The index of the brace closing the one at `start` (escaped braces skipped), None if unclosed."""
-    depth = 0
-    for m in _BRACES.finditer(text, start):
-        depth += 1 if m[0] == "{" else -1
-        if depth == 0:
-            return m.start()
-    return None
-
-
 def _integer(text: str) -> str:
     """An integer's canonical digits ("-1,050" -> "-1050"), as text: int() refuses > 4300 digits."""
     digits = text.lstrip("-").replace(",", "").lstrip("0") or "0"
     return "-" + digits if text.startswith("-") and digits != "0" else digits
 
 
+def _decimal(answer: str) -> Decimal | None:
+    """A plain decimal number with at most 6 places, exactly; None otherwise (math-verify compares more
+    places after rounding, so those go to it)."""
+    m = _DECIMAL.fullmatch(answer)
+    return Decimal(answer) if m and len(m[1] or "") <= 6 else None
+
+
 def _small(answer: str) -> bool:
-    """Short and shallow enough to parse: the size guard in front of sympy."""
+    """Short and shallow enough to parse, and no number too big to write: the size guard in front of sympy."""
     if len(answer) > MAX_ANSWER_CHARS:
         return False
     depth = 0
@@ -187,15 +158,22 @@ def _small(answer: str) -> bool:
         depth += 1 if m[0] == "{" else -1
         if depth > MAX_BRACE_DEPTH:
             return False
-    return True
+    return not _huge(answer)
 
 
-def _sentence(rest: str) -> str:
-    """The answer in the rest of a line after "The answer is": a math span, or up to the full stop."""
-    rest = rest.strip()
-    for left, right in _DELIMITERS:
-        if rest.startswith(left):
-            end = rest.find(right, len(left))
-            if end > 0:
-                return rest[: end + len(right)]
-    return re.split(r"\.(?:\s|$)", rest, maxsplit=1)[0]
+def _huge(answer: str) -> bool:
+    """A power tower of numbers (`9^{9^{9^9}}`) or a factorial (`(10^{9})!`) whose value has more than
+    MAX_DIGITS digits: sympy would try to compute it (in C code, where only the hard deadline stops it)."""
+    for m in _TOWER.finditer(answer):
+        *bases, top = [int(n) for n in re.findall(r"\d+", m[0])]
+        digits = math.log10(top) if top else 0.0  # log10 of the value, from the top exponent down
+        for base in reversed(bases):
+            exponent = 10**digits if digits < 300 else math.inf
+            digits = math.log10(base) * exponent if base > 1 else 0.0
+        if digits > MAX_DIGITS:
+            return True
+    for m in _FACTORIAL.finditer(answer):
+        n = int(m[2]) if m[2] else 10 ** min(int(m[1]), 300)
+        if math.lgamma(n + 1) / math.log(10) > MAX_DIGITS:  # log10(n!)
+            return True
+    return False

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bstar_pl.records import Problem
-from bstar_pl.tasks import grading
+from bstar_pl.tasks import final_answer, grading
 from bstar_pl.tasks.loading import Source, load_problems, optional_id, text_field
 from bstar_pl.template import solution
 
@@ -49,8 +49,9 @@ def problem(row: Mapping[str, Any]) -> Problem:
 
 
 def extract_answer(text: str) -> str | None:
-    """The final answer (`# Answer` block, last `\\boxed{}`, or "The answer is"), a trailing unit dropped."""
-    answer = grading.extract_final_answer(text)
+    """The final answer as `final_answer.find` finds it (`####` and `A:` among its markers), a trailing
+    unit dropped."""
+    answer = final_answer.find(text)
     if answer is not None and len(answer) <= 100 and (m := _NUMBER_WITH_UNIT.fullmatch(answer)):
         return m[1]
     return answer

@@ -12,11 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from bstar_pl.records import Problem
-from bstar_pl.tasks import grading
+from bstar_pl.tasks import final_answer, grading
 from bstar_pl.tasks.loading import Source, load_problems, optional_id, text_field
 from bstar_pl.template import solution
 
 _LEVEL = re.compile(r"(?:Level\s*)?(\d+)")
+# MATH's wording for several answers in any order ("Enter all the solutions, separated by commas").
+_ANY_ORDER = re.compile(r"separated by commas|in any order", re.IGNORECASE)
 
 
 def load(source: Source, limit: int | None = None) -> list[Problem]:
@@ -33,7 +35,7 @@ def problem(row: Mapping[str, Any]) -> Problem:
     if row.get("answer") is not None:
         answer = text_field(row, "answer").strip()
     else:
-        answer = (grading.last_boxed(reference) or "").strip()
+        answer = (final_answer.last_boxed(reference) or "").strip()
         if not answer:
             raise ValueError("no field 'answer' and no \\boxed{...} answer in field 'solution'")
     info: dict[str, Any] = {}
@@ -57,10 +59,12 @@ def problem(row: Mapping[str, Any]) -> Problem:
 
 
 def extract_answer(text: str) -> str | None:
-    """The final answer: the `# Answer` block, else the last `\\boxed{...}`, else "The answer is ..."."""
-    return grading.extract_final_answer(text)
+    """The final answer, found as `final_answer.find` documents (markers first, then the tail)."""
+    return final_answer.find(text)
 
 
 def is_correct(text: str, problem: Problem) -> bool:
-    """The response's final answer equals the gold answer symbolically. Never raises; bounded in time."""
-    return grading.equivalent(extract_answer(text), problem.answer)
+    """The response's final answer equals the gold answer symbolically; a list is ordered unless the
+    question asks for its values separated by commas. Never raises; bounded in time."""
+    ordered = not _ANY_ORDER.search(problem.question)
+    return grading.equivalent(extract_answer(text), problem.answer, ordered=ordered)
