@@ -78,8 +78,9 @@ def equivalent(pred: str | None, gold: str, ordered: bool = True) -> bool:
         return True
     if _INTEGER.fullmatch(pred) and _INTEGER.fullmatch(gold):
         return _integer(pred) == _integer(gold)
-    if _decimal(pred) is not None and _decimal(gold) is not None:  # "18.00", "2.5": no sympy either
-        return _decimal(pred) == _decimal(gold)
+    exact = _decimal(pred), _decimal(gold)
+    if None not in exact:  # "18.00", "2.5": no sympy either
+        return exact[0] == exact[1]
     if guard.inside():  # already in a grading process under a deadline
         return symbolic_equal(pred, gold)
     try:
