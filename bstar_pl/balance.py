@@ -113,18 +113,28 @@ def caps(available: np.ndarray, n_target: int) -> np.ndarray:
 Over = Literal["selected", "all"]  # the queries the balance score averages over (module doc)
 
 
-def balance_scores(
-    cands: Candidates, thresholds: Sequence[float], n_target: int, n_star: int, over: Over = "selected"
-) -> np.ndarray:
-    """(H,): the balance score of the data selected at each threshold (the rule in the module doc)."""
+def per_query(
+    cands: Candidates, thresholds: Sequence[float], n_target: int, n_star: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(H, Q) bs_i of the data selected at each threshold (the rule in the module doc), and (H, Q) whether
+    query i has anything selected; the balance score is a mean of the first over the queries the second
+    marks (`over="selected"`) or over all of them."""
     available = above(cands, np.asarray(thresholds))  # (H, Q)
     cap = caps(available, n_target)  # (H,)
     n = np.minimum(available, cap[:, None])  # selected per query
     good = np.take_along_axis(cands.correct_before, n.T, axis=1).T  # correct among the selected
     with np.errstate(divide="ignore", invalid="ignore"):
-        per_query = np.minimum(good / n_star, 1.0) * np.where(n > 0, good / n, 0.0)
-    counted = (n > 0).sum(axis=1) if over == "selected" else np.full(len(n), n.shape[1])
-    return np.where(counted > 0, per_query.sum(axis=1) / np.maximum(counted, 1), 0.0)
+        scores = np.minimum(good / n_star, 1.0) * np.where(n > 0, good / n, 0.0)
+    return scores, n > 0
+
+
+def balance_scores(
+    cands: Candidates, thresholds: Sequence[float], n_target: int, n_star: int, over: Over = "selected"
+) -> np.ndarray:
+    """(H,): the balance score of the data selected at each threshold (the rule in the module doc)."""
+    scores, selected = per_query(cands, thresholds, n_target, n_star)
+    counted = selected.sum(axis=1) if over == "selected" else np.full(len(scores), scores.shape[1])
+    return np.where(counted > 0, scores.sum(axis=1) / np.maximum(counted, 1), 0.0)
 
 
 @dataclass(frozen=True)

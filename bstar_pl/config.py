@@ -87,12 +87,18 @@ class Search:
     """The (temperature, threshold) grid searched by the balance score (paper: 0.5…1.2 by 0.05, -1…1 by 0.01),
     with `samples` responses per search query at every temperature. `balance_over`: the queries the score
     averages over, "selected" (the paper: those with at least one selected response) or "all" (beyond the
-    paper: a query with nothing selected counts as 0, so the score sees how many queries the data covers)."""
+    paper: a query with nothing selected counts as 0, so the score sees how many queries the data covers).
+    `strategy` (search_strategy.py): "full" samples every query at every temperature (the paper's search);
+    "halving" races the temperatures over rounds of fresh queries within `budget` x the pool's responses,
+    dropping a temperature `z` standard errors below the leader or in the worse half."""
 
     temperatures: Grid = field(default_factory=lambda: Grid(0.5, 1.2, 0.05))
     thresholds: Grid = field(default_factory=lambda: Grid(-1.0, 1.0, 0.01))
     samples: int = 64
     balance_over: Literal["selected", "all"] = "selected"
+    strategy: Literal["full", "halving"] = "full"
+    budget: float = 0.2
+    z: float = 2.0
 
 
 @dataclass
@@ -235,6 +241,8 @@ def check(cfg: Config) -> None:
     need(cfg.search.temperatures.start > 0, "search.temperatures", "temperatures must be > 0 (0 is greedy)")
     need(cfg.selection.temperature > 0, "selection.temperature", f"must be > 0, got {cfg.selection.temperature}")
     need(cfg.search.samples >= 1, "search.samples", "must be >= 1")
+    need(cfg.search.budget > 0, "search.budget", "must be > 0 (a share of the pool's responses)")
+    need(cfg.search.z > 0, "search.z", "must be > 0")
     need(cfg.sampling.samples >= 1, "sampling.samples", "must be >= 1")
     need(cfg.selection.n_target >= 1, "selection.n_target", "must be >= 1")
     need(cfg.selection.n_star is None or cfg.selection.n_star >= 1, "selection.n_star", "must be >= 1")

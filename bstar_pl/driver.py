@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from bstar_pl import balance, tasks
+from bstar_pl import balance, search_strategy, tasks
 from bstar_pl.atomic import atomic_write_text
 from bstar_pl.config import Config, ConfigError, check
 from bstar_pl.data import load_examples
@@ -107,7 +107,9 @@ class Run:
             examples = gold_examples(pool)
             stats = {"selected": {"size": len(examples)}}
         else:
-            search = self.phase(folder / "search.json", lambda: self.search(i, search_queries, n_star, previous))
+            search = self.phase(
+                folder / "search.json", lambda: self.search(i, search_queries, n_star, previous, len(pool))
+            )
             t, tau = search["temperature"], search["threshold"]
             samples = self.phase(folder / "samples.jsonl", lambda: self.sample(i, pool, t, previous), Sample)
             scored = self.phase(folder / "scored.jsonl", lambda: self.score(pool, samples), Scored)
@@ -126,28 +128,45 @@ class Run:
 
     # Phases -------------------------------------------------------------------------------------
 
-    def search(self, i: int, queries: list[Problem], n_star: int, policy: Path) -> dict[str, Any]:
-        """(t, τ) of this iteration: the grid's best balance score (B-STaR) or the fixed pair."""
+    def search(self, i: int, queries: list[Problem], n_star: int, policy: Path, pool_size: int) -> dict[str, Any]:
+        """(t, τ) of this iteration: the best balance score the search strategy finds (B-STaR), or the fixed pair."""
         if self.cfg.mode != "bstar":
             return {"temperature": self.cfg.selection.temperature, "threshold": self.cfg.selection.threshold}
-        temperatures = self.cfg.search.temperatures.values()
-        thresholds = self.cfg.search.thresholds.values()
-        self.say(f"[iter {i}] search: {len(queries)} queries x {len(temperatures)} temperatures")
-        samples = self.generate(policy, queries, temperatures, self.cfg.search.samples, (i, "search_sampling"))
-        scored = self.score(queries, samples, "search_scoring")
-        with self.timed("search_grid"):
-            by_t = [[x for x in scored if x.sample.temperature == t] for t in temperatures]
-            per_t = [self.candidates(i, rows, queries) for rows in by_t]
-            target = n_star * len(queries)  # the pool's N, scaled to the search queries
-            result = balance.search(per_t, temperatures, thresholds, target, n_star, self.cfg.search.balance_over)
-        self.say(f"[iter {i}] search: t={result.temperature} τ={result.threshold} balance={result.score:.4f}")
+        c = self.cfg.search
+        spec = search_strategy.Spec(
+            c.temperatures.values(),
+            c.thresholds.values(),
+            c.samples,
+            n_star,
+            c.balance_over,
+            derived_seed(self.cfg.seed, i, "select"),
+            self.cfg.selection.drop_unaligned,
+        )
+        self.say(f"[iter {i}] search ({c.strategy}): {len(queries)} queries x {len(spec.temperatures)} temperatures")
+
+        def draw(temperatures: list[float], problems: list[Problem], n: int) -> list[Scored]:
+            samples = self.generate(policy, problems, temperatures, n, (i, "search_sampling"))
+            return self.score(problems, samples, "search_scoring")
+
+        strategy = search_strategy.Strategy(c.strategy, c.budget, c.z)
+        outcome = search_strategy.run(strategy, spec, draw, queries, pool_size * self.cfg.sampling.samples)
+        result = outcome.result
+        self.say(
+            f"[iter {i}] search: t={result.temperature} τ={result.threshold} balance={result.score:.4f} "
+            f"({outcome.responses} responses)"
+        )
         return {
             "temperature": result.temperature,
             "threshold": result.threshold,
             "balance_score": result.score,
             "best": list(result.best),
-            "temperatures": temperatures,
-            "thresholds": thresholds,
+            "strategy": c.strategy,
+            "responses": outcome.responses,
+            "tokens": outcome.tokens,
+            "queries": outcome.queries,
+            "rounds": outcome.rounds,
+            "temperatures": spec.temperatures,
+            "thresholds": spec.thresholds,
             "scores": result.scores.round(6).tolist(),
         }
 
@@ -210,7 +229,9 @@ class Run:
             return json.loads(path.read_text())
         metrics: dict[str, Any] = {"iteration": i, "mode": self.cfg.mode, **(extra or {})}
         if search and "balance_score" in search:
-            metrics["search"] = {"threshold": search["threshold"], "balance_score": search["balance_score"]}
+            metrics["search"] = {
+                k: search[k] for k in ("threshold", "balance_score", "responses", "tokens") if k in search
+            }
         for name, (task, problems) in tests.items():
             metrics.setdefault("test", {})[name] = self.test(i, name, task, problems)
         timings = self.folder(i) / "timings.json"
@@ -295,21 +316,8 @@ class Run:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
     def candidates(self, i: int, scored: list[Scored], queries: list[Problem]) -> balance.Candidates:
-        """Rows for balance.py; cut-off responses never count (they lack an end, and training on them
-        would teach the policy to stop mid-solution), nor, if so configured, unscorable ones."""
-        keep = [s for s in scored if not s.sample.truncated and (s.aligned or not self.cfg.selection.drop_unaligned)]
-        index = {id(s): k for k, s in enumerate(scored)}
-        cands = balance.candidates(
-            [s.sample.problem_id for s in keep],
-            [s.sample.text for s in keep],
-            [s.reward for s in keep],
-            [s.correct for s in keep],
-            seed=derived_seed(self.cfg.seed, i, "select"),
-            queries=[q.id for q in queries],
-        )
-        # Point the rows at `scored`, the list the caller holds, rather than at `keep`.
-        remap = np.array([index[id(s)] for s in keep], dtype=np.int64)
-        return dataclasses.replace(cands, index=np.where(cands.index >= 0, remap[cands.index], -1))
+        seed = derived_seed(self.cfg.seed, i, "select")
+        return search_strategy.candidate_rows(scored, queries, seed, self.cfg.selection.drop_unaligned)
 
     def describe(
         self, i: int, pool: list[Problem], scored: list[Scored], selected: list[Selected], n_star: int

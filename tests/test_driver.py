@@ -251,6 +251,7 @@ def test_same_seed_same_selection_other_seed_differs(
         ({"data.task": "chess"}, "data.task"),
         ({"iterations": -1}, "iterations"),
         ({"reward.aggregate": "prod"}, "reward.aggregate"),  # a product of clipped logits means nothing
+        ({"search.budget": 0.0}, "search.budget"),
     ],
 )
 def test_bad_config_fails_before_any_work(
@@ -303,6 +304,37 @@ def test_two_ranks_under_torchrun_sample_and_select_like_one(
     for i in (1, 2):
         got, want = found[f"metrics_{i}"]["test"]["test"], expected[f"metrics_{i}"]["test"]["test"]
         assert abs(got["accuracy"] - want["accuracy"]) <= 0.05, (i, got, want)
+
+
+def test_halving_search_keeps_to_its_budget_and_records_its_rounds(
+    sft_policy: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Budget 0.5 of the pool's 48 x 4 responses over 3 temperatures: round 1 samples 4 search queries at each
+    (48 responses), round 2 at most 2 temperatures on 6 fresh queries; search.json and metrics.json say so."""
+    policy, data = sft_policy
+    search = {
+        "temperatures": {"start": 0.6, "stop": 1.2, "step": 0.3},
+        "thresholds": {"start": -1.0, "stop": 1.0, "step": 0.05},
+        "samples": 4,
+        "strategy": "halving",
+        "budget": 0.5,
+    }
+    config = write_config(tmp_path / "halving.yaml", tmp_path / "run", policy, data, iterations=1, search=search)
+    run(config, tmp_path / "log.txt")
+    found = json.loads((tmp_path / "run" / "iter_01" / "search.json").read_text())
+    rounds = found["rounds"]
+    assert found["strategy"] == "halving" and found["responses"] <= 0.5 * 48 * 4
+    assert rounds[0]["temperatures"] == [0.6, 0.9, 1.2] and rounds[0]["queries"] == 4
+    assert (
+        found["responses"]
+        == sum(r["responses"] for r in rounds)
+        == sum(4 * r["queries"] * len(r["temperatures"]) for r in rounds)
+    )
+    assert found["temperature"] in rounds[-1]["temperatures"] and found["tokens"] > found["responses"]
+    if len(rounds) > 1:
+        assert rounds[1]["queries"] == 6 and set(rounds[1]["temperatures"]) == set(rounds[0]["kept"])
+    metrics = json.loads((tmp_path / "run" / "iter_01" / "metrics.json").read_text())
+    assert metrics["search"]["responses"] == found["responses"] and metrics["search"]["tokens"] == found["tokens"]
 
 
 @pytest.mark.slow
