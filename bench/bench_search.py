@@ -11,10 +11,14 @@ Reference ("the full search's cell"): a cell's expected full-search balance scor
 `--references` draws of `search.samples` responses per query from the recording; the reference cell is the
 argmax of that surface. A pick agrees when its expected score is within `--tolerance` (0.01) of the reference's.
 
-Run (after `make demo`):
+Run (after `make demo`; the README's table: P0 and two iteration-2 policies, the second from a run with
+`--search.balance_over=all`):
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_search.py record --policy runs/demo/sft/policy \
         --out runs/bench_search/p0.jsonl
-    .venv/bin/python bench/bench_search.py replay runs/bench_search/p0.jsonl [more recordings]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_search.py record \
+        --policy runs/demo/runs/bstar_seed0/iter_02/policy --out runs/bench_search/bstar_it2.jsonl
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_search.py replay runs/bench_search/*.jsonl
+        [--queries 128 --full_queries 128 64]
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ class Spec:
 @dataclass(frozen=True)
 class Strategy:
     name: Name = "halving"
-    budget: float = 0.2  # halving: at most this share of the pool's responses
+    budget: float = 0.2  # halving: at most this share of the pool's responses (but a query per round at least)
     z: float = 2.0  # halving: a temperature this many standard errors below the leader is out
 
 
@@ -135,9 +135,9 @@ def halving(spec: Spec, draw: Draw, problems: list[Problem], budget: float, z: f
                 "estimates": {
                     str(spec.temperatures[k]): {
                         "score": round(estimates[k].score, 6),
-                        "stderr": round(estimates[k].error, 6),
+                        "stderr": _rounded(estimates[k].error),
                         "threshold": spec.thresholds[estimates[k].best],
-                        "gap_stderr": round(errors[k], 6),
+                        "gap_stderr": _rounded(errors[k]),
                     }
                     for k in alive
                 },
@@ -150,6 +150,11 @@ def halving(spec: Spec, draw: Draw, problems: list[Problem], budget: float, z: f
     best = (leader, int(np.argmax(scores[leader])))
     result = balance.SearchResult(spec.temperatures, spec.thresholds, scores, best)
     return Outcome(result, [s for r in rows for s in r], rounds, seen)
+
+
+def _rounded(x: float) -> float | None:
+    """For search.json: None where an error is undefined (one query), as JSON has no infinity."""
+    return round(x, 6) if math.isfinite(x) else None
 
 
 @dataclass(frozen=True)

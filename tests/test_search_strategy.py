@@ -3,6 +3,7 @@ its budget, races on fresh queries, stops once one temperature is left, and find
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -100,3 +101,11 @@ def test_estimate_error_over_all_queries_is_the_standard_error_of_the_mean() -> 
     assert e.score == pytest.approx(x[e.best].mean())
     assert e.error == pytest.approx(x[e.best].std(ddof=1) / math.sqrt(20))
     assert e.paired_error(e) == 0.0
+
+
+def test_a_budget_below_one_query_per_round_still_samples_one_and_writes_plain_json() -> None:
+    draw, calls = synthetic({0.6: 0.5, 0.8: 0.5, 1.0: 0.5, 1.2: 0.5})
+    out = search_strategy.run(Strategy("halving", budget=0.01), spec(), draw, PROBLEMS, 1000)
+    assert [len(ids) for _, ids, _ in calls] == [1] * len(calls)
+    assert out.rounds[0]["estimates"]["0.6"]["stderr"] is None  # one query: no spread to measure
+    json.dumps(out.rounds, allow_nan=False)
