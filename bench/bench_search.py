@@ -115,14 +115,18 @@ def replay(args: argparse.Namespace) -> None:
             )
             runs = {f"full, {n} queries": (search_strategy.Strategy("full"), n) for n in args.full_queries}
             runs |= {f"halving budget={b}": (search_strategy.Strategy("halving", budget=b), None) for b in args.budgets}
+            # The full search of replay k: the same seed hands every strategy the same responses per
+            # (temperature, query), so it sees a superset of what a cheaper strategy of replay k sees.
+            grids = [
+                search_strategy.full(spec, rec.draw(np.random.default_rng(k)), problems).result
+                for k in range(args.replays)
+            ]
             for name, (strategy, n) in runs.items():
                 spent, agree, t_agree, paired, regret, picks = [], 0, 0, 0, [], []
                 for k in range(args.replays):
-                    # The same seed hands every strategy the same responses per (temperature, query): the
-                    # full search of replay k sees a superset of what a cheaper strategy of replay k sees.
                     draw = rec.draw(np.random.default_rng(k))
                     out = search_strategy.run(strategy, spec, draw, problems[:n], pool_responses)
-                    grid = search_strategy.full(spec, rec.draw(np.random.default_rng(k)), problems).result
+                    grid = grids[k]
                     cell = out.result.best
                     spent.append(out.responses / pool_responses)
                     agree += expected[cell] >= best - args.tolerance

@@ -128,13 +128,18 @@ def per_query(
     return scores, n > 0
 
 
+def averaged(scores: np.ndarray, selected: np.ndarray, over: Over) -> tuple[np.ndarray, np.ndarray]:
+    """(H,) balance scores from `per_query`'s output, and (H, Q) which queries each mean counts."""
+    counted = selected if over == "selected" else np.ones_like(selected)
+    c = counted.sum(axis=1)
+    return np.where(c > 0, scores.sum(axis=1) / np.maximum(c, 1), 0.0), counted
+
+
 def balance_scores(
     cands: Candidates, thresholds: Sequence[float], n_target: int, n_star: int, over: Over = "selected"
 ) -> np.ndarray:
     """(H,): the balance score of the data selected at each threshold (the rule in the module doc)."""
-    scores, selected = per_query(cands, thresholds, n_target, n_star)
-    counted = selected.sum(axis=1) if over == "selected" else np.full(len(scores), scores.shape[1])
-    return np.where(counted > 0, scores.sum(axis=1) / np.maximum(counted, 1), 0.0)
+    return averaged(*per_query(cands, thresholds, n_target, n_star), over)[0]
 
 
 @dataclass(frozen=True)

@@ -89,9 +89,9 @@ def full(spec: Spec, draw: Draw, problems: list[Problem]) -> Outcome:
     """Every temperature on every query, in one draw (one engine call); the grid's first maximum."""
     scored = draw(spec.temperatures, problems, spec.samples)
     by_t = [[s for s in scored if s.sample.temperature == t] for t in spec.temperatures]
-    scores = np.stack([Estimate.of(spec, rows, problems).scores for rows in by_t])
-    best = np.unravel_index(int(np.argmax(scores)), scores.shape)
-    result = balance.SearchResult(spec.temperatures, spec.thresholds, scores, (int(best[0]), int(best[1])))
+    per_t = [candidate_rows(rows, problems, spec.seed, spec.drop_unaligned) for rows in by_t]
+    target = spec.n_star * len(problems)  # the pool's N, scaled to the search queries
+    result = balance.search(per_t, spec.temperatures, spec.thresholds, target, spec.n_star, spec.over)
     rounds = [{"queries": len(problems), "temperatures": spec.temperatures, "responses": len(scored)}]
     return Outcome(result, scored, rounds, [len(problems)] * len(spec.temperatures))
 
@@ -170,9 +170,7 @@ class Estimate:
     def of(cls, spec: Spec, scored: list[Scored], problems: list[Problem]) -> Estimate:
         cands = candidate_rows(scored, problems, spec.seed, spec.drop_unaligned)
         x, selected = balance.per_query(cands, spec.thresholds, spec.n_star * len(problems), spec.n_star)
-        counted = selected if spec.over == "selected" else np.ones_like(selected)
-        c = counted.sum(axis=1)
-        scores = np.where(c > 0, x.sum(axis=1) / np.maximum(c, 1), 0.0)
+        scores, counted = balance.averaged(x, selected, spec.over)
         best = int(np.argmax(scores))
         share = max(counted[best].mean(), 1e-12)
         return cls(scores, best, (x[best] - scores[best] * counted[best]) / share)
