@@ -30,15 +30,22 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/bstar-pl demo --config configs/demo/tiny.yaml $(ARGS)
 
-# The real-model check (35-60 min on 2 cores; not part of the tests): SmolLM2-135M-Instruct from its
-# GGUF, GSM8K test split into a pool and a held-out part, B-STaR without a PRM, and the report.
+# The real-model check (about 75 min on 2 idle cores; not part of the tests): SmolLM2-135M-Instruct from its GGUF,
+# no SFT, on two levels of arithmetic; B-STaR and Online RFT side by side, one core each, from the same start;
+# then the report and the swap check of every iteration (engine greedy after the in-place swap = transformers).
 REAL := runs/real
+REAL_CONFIG := configs/iterate/smollm2_arithmetic.yaml
 real-check: $(STAMP)
 	test -f $(REAL)/smollm2/config.json || $(VENV)/bin/bstar-pl import-gguf --out $(REAL)/smollm2
-	$(VENV)/bin/bstar-pl split --source ../shared/data/gsm8k_test.jsonl \
-		--out $(REAL)/data --held_out 60
-	OMP_NUM_THREADS=2 $(VENV)/bin/bstar-pl iterate --config configs/iterate/smollm2_gsm8k.yaml
-	$(VENV)/bin/bstar-pl report $(REAL)/bstar --out $(REAL)/report
+	test -f $(REAL)/data/test.jsonl || $(VENV)/bin/bstar-pl make-rows --out $(REAL)/data
+	mkdir -p $(REAL)/logs
+	$(VENV)/bin/bstar-pl iterate --config $(REAL_CONFIG) > $(REAL)/logs/bstar.log 2>&1 & b=$$!; \
+	$(VENV)/bin/bstar-pl iterate --config $(REAL_CONFIG) --mode online_rft --out $(REAL)/online_rft \
+		> $(REAL)/logs/online_rft.log 2>&1 & o=$$!; \
+	wait $$b || { tail -5 $(REAL)/logs/bstar.log; exit 1; }; wait $$o || { tail -5 $(REAL)/logs/online_rft.log; exit 1; }
+	$(VENV)/bin/bstar-pl report $(REAL)/bstar $(REAL)/online_rft --out $(REAL)/report --hard_levels 3
+	for i in 0 1 2 3; do $(VENV)/bin/python bench/check_greedy.py --run $(REAL)/bstar --iteration $$i \
+		--test held_out --n 8; done
 
 # pytest exits 5 when it collects no test: not a failure of the suite.
 test: $(STAMP)

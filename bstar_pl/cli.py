@@ -43,12 +43,13 @@ def main(argv: list[str] | None = None) -> None:
         from bstar_pl.gguf import import_gguf
         from bstar_pl.shepherd import prm_data
         from bstar_pl.split import split
-        from bstar_pl.tasks.arithmetic import write_splits
+        from bstar_pl.tasks.arithmetic import write_rows, write_splits
         from bstar_pl.tiny import make_tiny
 
         commands = {
             "make-tiny": make_tiny,
             "make-data": write_splits,
+            "make-rows": write_rows,
             "import-gguf": import_gguf,
             "split": split,
             "prm-data": prm_data,

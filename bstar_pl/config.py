@@ -158,6 +158,8 @@ class Train:
     replay: the share of each iteration's training examples drawn from the SFT data (`data.sft`), the rest
         being the selected responses; 0 (the paper's rule) trains on the selected data alone. Replaying old
         data is how Lee et al. (2025) keep a self-improving model from forgetting what it could do.
+    freeze_layers: keep the input embeddings and the first this many decoder layers fixed (0: all train);
+        the backward pass then stops at the first trained layer, which cuts a step's cost on CPU.
     """
 
     steps: int = 500
@@ -172,6 +174,7 @@ class Train:
     max_target_len: int = 768
     checkpoint_every: int = 100
     replay: float = 0.0
+    freeze_layers: int = 0
     accelerator: str = "auto"
     param_dtype: str | None = None
     export_dtype: str | None = None
@@ -256,6 +259,7 @@ def check(cfg: Config) -> None:
     for name in ("steps", "micro_batch_size", "accumulate", "checkpoint_every"):
         need(getattr(cfg.train, name) >= 1, f"train.{name}", "must be >= 1")
     need(0 < cfg.train.lr_min <= cfg.train.lr, "train.lr_min", "need 0 < lr_min <= lr")
+    need(cfg.train.freeze_layers >= 0, "train.freeze_layers", f"must be >= 0, got {cfg.train.freeze_layers}")
 
 
 def has_chat_template(model: Path) -> bool:

@@ -121,7 +121,7 @@ R = TypeVar("R")
 
 
 def to_dict(record: Any) -> dict[str, Any]:
-    return dataclasses.asdict(record)
+    return record if isinstance(record, dict) else dataclasses.asdict(record)
 
 
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[Any]) -> int:

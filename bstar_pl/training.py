@@ -133,6 +133,7 @@ class PolicyTrainer:
             weight_decay=t.weight_decay,
             param_dtype=t.param_dtype,
             activation_checkpointing=t.activation_checkpointing,
+            freeze_layers=t.freeze_layers,
         )
         world, per_node = self.world, self.per_node
         strategy = "auto"

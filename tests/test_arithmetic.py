@@ -119,3 +119,20 @@ def test_generate_level_takes_all_there_are_of_a_small_level() -> None:
 def test_shares_must_match_specs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="one positive share per SFT spec"):
         arithmetic.write_splits(tmp_path, sft_specs=(ArithmeticSpec(),), sft_shares=(0.5, 0.5))
+
+
+def test_write_rows_gives_gsm8k_rows_with_levels_and_disjoint_splits(tmp_path: Path) -> None:
+    from bstar_pl.tasks import gsm8k
+
+    files = arithmetic.write_rows(tmp_path, n_pool=30, n_test=20)
+    pool, test = gsm8k.load(files["pool"]), gsm8k.load(files["test"])
+    assert [len(pool), len(test)] == [60, 40]
+    for problems in (pool, test):
+        assert sorted(p.info["level"] for p in problems) == [2] * (len(problems) // 2) + [3] * (len(problems) // 2)
+        assert {p.info["level"] for p in problems[:10]} == {2, 3}  # shuffled, so a prefix holds both levels
+    assert not {p.question for p in pool} & {p.question for p in test}
+    for p in test:  # the reference rationale grades as right, and its steps check
+        assert gsm8k.is_correct(p.solution, p)
+        assert check_steps(p.solution, Problem(p.id, p.question, p.answer, p.solution, p.info))
+        operands = [int(x) for x in p.question[8:-1].replace("-", "+").split("+")]
+        assert len(operands) == p.info["level"] and max(operands) <= (20 if p.info["level"] == 2 else 9)

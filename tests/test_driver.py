@@ -252,6 +252,7 @@ def test_same_seed_same_selection_other_seed_differs(
         ({"iterations": -1}, "iterations"),
         ({"reward.aggregate": "prod"}, "reward.aggregate"),  # a product of clipped logits means nothing
         ({"search.budget": 0.0}, "search.budget"),
+        ({"train.freeze_layers": -1}, "train.freeze_layers"),
     ],
 )
 def test_bad_config_fails_before_any_work(

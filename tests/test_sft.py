@@ -155,7 +155,7 @@ def test_a_new_process_resumes_from_a_checkpoint_like_the_same_process(tiny_mode
         torch.testing.assert_close(weights_b[name], tensor, rtol=0, atol=0, msg=name)
 
 
-def two_steps(tiny_model_dir: Path, **options: bool) -> SFTModule:
+def two_steps(tiny_model_dir: Path, **options: bool | int) -> SFTModule:
     module = SFTModule(str(tiny_model_dir), lr=1e-3, total_steps=2, **options)
     data = SFTDataModule(micro_batch_size=4, shuffle=False, max_prompt_len=64, max_target_len=64)
     fit_steps(trainer(0), module, data, arithmetic.sft_examples(arithmetic.generate("train", 8, SPEC)), 2)
@@ -168,6 +168,17 @@ def test_frozen_parts_stay_put_and_the_rest_trains(tiny_model_dir: Path) -> None
     for name, tensor in module.model.state_dict().items():
         frozen = "embed_tokens" in name or "norm" in name or "lm_head" in name
         assert torch.equal(tensor, start[name]) == frozen, name
+
+
+def test_freeze_layers_keeps_the_embeddings_and_the_lowest_layers_fixed(tiny_model_dir: Path) -> None:
+    module = two_steps(tiny_model_dir, freeze_layers=1)
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    assert module.model.config.num_hidden_layers > 1
+    for name, tensor in module.model.state_dict().items():
+        frozen = "embed_tokens" in name or "layers.0." in name
+        assert torch.equal(tensor, start[name]) == frozen, name
+    with pytest.raises(ValueError, match="freeze_layers is 99"):
+        two_steps(tiny_model_dir, freeze_layers=99)
 
 
 def test_activation_checkpointing_changes_memory_not_results(tiny_model_dir: Path) -> None:

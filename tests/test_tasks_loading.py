@@ -63,6 +63,7 @@ def test_ids_are_stable_unique_and_taken_from_the_file_where_present(tmp_path: P
         ("bad.jsonl", '{"question": "q", "answer": "no final line"}\n', r"bad\.jsonl:1: field 'answer': no final"),
         ("bad.jsonl", '{"question": " ", "answer": "#### 1"}\n', r"bad\.jsonl:1: field 'question' is empty"),
         ("bad.jsonl", '{"question": 3, "answer": "#### 1"}\n', r"bad\.jsonl:1: field 'question': expected text"),
+        ("bad.jsonl", '{"question": "q", "answer": "#### 1", "level": "hard"}\n', r"bad\.jsonl:1: field 'level'"),
         ("bad.json", "[\n" + json.dumps(ROWS[0]) + ",\n{oops}]", r"bad\.json:3: bad JSON"),
         ("bad.json", json.dumps([ROWS[0], "x"]), r"bad\.json: item 1: expected an object, got str"),
         ("bad.csv", "a,b\n", r"bad\.csv: unknown format '\.csv'"),

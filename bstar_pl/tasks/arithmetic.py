@@ -181,6 +181,40 @@ def write_splits(
     return files
 
 
+# The real-model check's levels: two terms up to 20 and three one-digit terms, graded by the final number.
+ROW_SPECS = (ArithmeticSpec(2, 2, max_operand=20), ArithmeticSpec(3, 3))
+
+
+def write_rows(
+    out: str | os.PathLike[str],
+    specs: Sequence[ArithmeticSpec] = ROW_SPECS,
+    n_pool: int = 400,
+    n_test: int = 220,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write `pool.jsonl` (train split, up to `n_pool` problems per spec) and `test.jsonl` (test split, up to
+    `n_test` per spec) as GSM8K rows, `{question, answer: "<steps> #### n", level}`, for the gsm8k task.
+
+    Why GSM8K's form: an instruct model writes its own format ("7 + 4 = 11"), not the `# Answer` block this
+    task's grader requires, and the gsm8k task grades the final number of any response. Each spec should
+    hold one level (min_terms = max_terms); the level is the number of terms.
+    """
+    out = Path(out)
+    files = {name: out / f"{name}.jsonl" for name in ("pool", "test")}
+    for name, split, n in (("pool", "train", n_pool), ("test", "test", n_test)):
+        problems = [p for k, spec in enumerate(specs) for p in generate_level(split, n, spec.max_terms, spec, seed + k)]
+        rows = [{"question": p.question, "answer": _rationale(p), **p.info} for p in problems]
+        random.Random(f"{name}/{seed}").shuffle(rows)
+        write_jsonl(files[name], rows)
+    return files
+
+
+def _rationale(problem: Problem) -> str:
+    """The reference solution as a GSM8K answer: one step per line, then `#### n`."""
+    steps, answer = split_response(problem.solution)
+    return "\n".join([*steps, f"#### {answer}"])
+
+
 def _share(spec: ArithmeticSpec, wanted: float, seed: int) -> list[Problem]:
     """About `wanted` training problems of `spec`, spread evenly over its levels; a level with fewer problems
     than its part gives all it has and leaves the rest to the larger levels."""

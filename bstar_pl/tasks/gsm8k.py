@@ -2,7 +2,9 @@
 
 Rows are `{question, answer}` with the rationale ending `#### n` (openai/grade-school-math), or
 `{question, ground_truth}` ending `A: n` (its example_model_solutions file). Answers may carry thousands
-separators (`#### 1,450,000`) and signs; grading is numeric through the math grader.
+separators (`#### 1,450,000`) and signs; grading is numeric through the math grader. An optional integer
+`level` goes to `Problem.info["level"]`, by which evaluation splits its metrics: any file of such rows, e.g.
+arithmetic written for an instruct model (`arithmetic.write_rows`), is graded by its free-form final number.
 """
 
 from __future__ import annotations
@@ -40,11 +42,15 @@ def problem(row: Mapping[str, Any]) -> Problem:
     if not answer:
         raise ValueError("the final answer is empty")
     steps = [line.strip() for line in _CALCULATOR.sub("", rationale).splitlines() if line.strip()]
+    level = row.get("level")
+    if level is not None and (isinstance(level, bool) or not isinstance(level, int)):
+        raise ValueError(f"field 'level': expected an integer, got {level!r}")
     return Problem(
         id=optional_id(row, "id", "gsm8k", question),
         question=question,
         answer=answer,
         solution=solution(steps, answer),
+        info={} if level is None else {"level": level},
     )
 
 
