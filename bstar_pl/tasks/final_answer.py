@@ -26,10 +26,11 @@ _BOX_JOIN = re.compile(r"[\s$]*(?:,|and|,\s*and|\\text\{\s*and\s*\})[\s$]*")
 # A GSM8K rationale's last line "#### 72". What follows must look like an answer, not like a Markdown
 # heading ("#### Step 2", "#### 1. Set up the equation"): it starts like a number and is no sentence.
 _HASHES = re.compile(r"^[ \t]*####[ \t]*(?=[-+−$€£\\.\d])(?!\d+\.\s+[A-Za-z])([^\n]+)", re.MULTILINE)
-# Answer phrases; the last one in the text wins: "... answer is X", "Final Answer: X", "**Answer:** X",
-# a heading "**Final Answer**" or "Answer" before math on its line ("Answer $ 7 $"), GSM8K's "A: X".
+# Answer phrases; the last one in the text wins: "... answer is X", "the answer to 4 + 8 is X" (what it
+# answers is not the answer), "Final Answer: X", "**Answer:** X", a heading "**Final Answer**" or "Answer"
+# before math on its line ("Answer $ 7 $"), GSM8K's "A: X".
 _PHRASE = re.compile(
-    r"\banswer(?:[ \t]*\*\*)?[ \t]*(?:is\b[ \t]*:?|:)(?:[ \t]*\*\*)?"
+    r"\banswer(?:[ \t]+(?:to|for|of)\b[^.\n]{0,100}?)?(?:[ \t]*\*\*)?[ \t]*(?:is\b[ \t]*:?|:)(?:[ \t]*\*\*)?"
     r"|^[ \t#*]*(?:final[ \t]+)?answer\b[ \t*]*(?=$|\$|\\\[|\\\()"
     r"|^(?-i:A):",
     re.IGNORECASE | re.MULTILINE,
@@ -49,7 +50,8 @@ def find(text: str) -> str | None:
     1. the B-STaR `# Answer` block;
     2. the last complete `\\boxed{...}` (boxes joined by "and" or a comma in one sentence: a list);
     3. the last GSM8K `#### X` line;
-    4. the last answer phrase: "... answer is X", "Final Answer: X", "Answer: X", a line starting
+    4. the last answer phrase: "... answer is X", "the answer to ... is X", "Final Answer: X", "Answer: X",
+       a line starting
        "A: X" (GSM8K's sample format), a heading "Final Answer" or "Answer" with X after it;
     5. a response that is one short line and no sentence ("y \\leq 4"): all of it; else math-verify's
        extraction over the last TAIL_CHARS (its answer patterns, then the last math span or number),

@@ -19,6 +19,8 @@ from bstar_pl.tasks.loading import Source, load_problems, optional_id, text_fiel
 from bstar_pl.template import solution
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")  # "16 - 3 = <<16-3=13>>13": the annotation a calculator filled in
+# Arithmetic left to do: an operator between two numbers ("4 + 8", "3*5", "2 × (4"); a sign alone is none.
+_UNEVALUATED = re.compile(r"\d\s*(?:[-+*/×÷^]|\\times|\\cdot|\\div)\s*[-(]?\s*\d")
 _NUMBER_WITH_UNIT = re.compile(r"(-?[\d,]*\.?\d+)\s*[A-Za-z][A-Za-z ]*")  # "18 dollars"
 
 
@@ -56,13 +58,18 @@ def problem(row: Mapping[str, Any]) -> Problem:
 
 def extract_answer(text: str) -> str | None:
     """The final answer as `final_answer.find` finds it (`####` and `A:` among its markers), a trailing
-    unit dropped."""
+    unit dropped; of a relation ("11 + 4 = 15"), the number it arrives at."""
     answer = final_answer.find(text)
+    if answer is not None and "=" in answer:
+        answer = answer.rpartition("=")[2].strip() or None
     if answer is not None and len(answer) <= 100 and (m := _NUMBER_WITH_UNIT.fullmatch(answer)):
         return m[1]
     return answer
 
 
 def is_correct(text: str, problem: Problem) -> bool:
-    """The response's final answer equals the gold number. Never raises; bounded in time."""
-    return grading.equivalent(extract_answer(text), problem.answer)
+    """The response's final answer equals the gold number. An answer still holding arithmetic ("4 + 8 + 6")
+    is wrong even where its value is right: the question asked for the number, and a policy rewarded for
+    restating the question's expression learns to do just that. Never raises; bounded in time."""
+    answer = extract_answer(text)
+    return answer is not None and not _UNEVALUATED.search(answer) and grading.equivalent(answer, problem.answer)
