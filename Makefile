@@ -30,7 +30,7 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/bstar-pl demo --config configs/demo/tiny.yaml $(ARGS)
 
-# The real-model check (about 75 min on 2 idle cores; not part of the tests): SmolLM2-135M-Instruct from its GGUF,
+# The real-model check (78 min on 2 idle cores; not part of the tests): SmolLM2-135M-Instruct from its GGUF,
 # no SFT, on two levels of arithmetic; B-STaR and Online RFT side by side, one core each, from the same start;
 # then the report and the swap check of every iteration (engine greedy after the in-place swap = transformers).
 REAL := runs/real
