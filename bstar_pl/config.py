@@ -158,8 +158,8 @@ class Train:
     replay: the share of each iteration's training examples drawn from the SFT data (`data.sft`), the rest
         being the selected responses; 0 (the paper's rule) trains on the selected data alone. Replaying old
         data is how Lee et al. (2025) keep a self-improving model from forgetting what it could do.
-    freeze_layers: keep the input embeddings and the first this many decoder layers fixed (0: all train);
-        the backward pass then stops at the first trained layer, which cuts a step's cost on CPU.
+    freeze_layers: keep the input embeddings (with tied embeddings, the output layer too) and the first this
+        many decoder layers fixed (0: all train); the backward pass then stops at the first trained layer.
     """
 
     steps: int = 500
