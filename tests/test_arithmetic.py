@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bstar_pl.records import Problem, SFTExample, read_jsonl
-from bstar_pl.tasks import arithmetic
+from bstar_pl.tasks import arithmetic, gsm8k
 from bstar_pl.tasks.arithmetic import ArithmeticSpec, check_steps, extract_answer, generate, is_correct
 from bstar_pl.template import prompt, split_response
 
@@ -122,8 +122,6 @@ def test_shares_must_match_specs(tmp_path: Path) -> None:
 
 
 def test_write_rows_gives_gsm8k_rows_with_levels_and_disjoint_splits(tmp_path: Path) -> None:
-    from bstar_pl.tasks import gsm8k
-
     files = arithmetic.write_rows(tmp_path, n_pool=30, n_test=20)
     pool, test = gsm8k.load(files["pool"]), gsm8k.load(files["test"])
     assert [len(pool), len(test)] == [60, 40]
@@ -133,6 +131,6 @@ def test_write_rows_gives_gsm8k_rows_with_levels_and_disjoint_splits(tmp_path: P
     assert not {p.question for p in pool} & {p.question for p in test}
     for p in test:  # the reference rationale grades as right, and its steps check
         assert gsm8k.is_correct(p.solution, p)
-        assert check_steps(p.solution, Problem(p.id, p.question, p.answer, p.solution, p.info))
+        assert check_steps(p.solution, p)
         operands = [int(x) for x in p.question[8:-1].replace("-", "+").split("+")]
         assert len(operands) == p.info["level"] and max(operands) <= (20 if p.info["level"] == 2 else 9)
