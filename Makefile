@@ -43,7 +43,7 @@ real-check: $(STAMP)
 	$(VENV)/bin/bstar-pl iterate --config $(REAL_CONFIG) --mode online_rft --out $(REAL)/online_rft \
 		> $(REAL)/logs/online_rft.log 2>&1 & o=$$!; \
 	wait $$b || { tail -5 $(REAL)/logs/bstar.log; exit 1; }; wait $$o || { tail -5 $(REAL)/logs/online_rft.log; exit 1; }
-	$(VENV)/bin/bstar-pl report $(REAL)/bstar $(REAL)/online_rft --out $(REAL)/report --hard_levels 3
+	$(VENV)/bin/bstar-pl report $(REAL)/bstar $(REAL)/online_rft --out $(REAL)/report --hard_levels 2
 	for i in 0 1 2 3; do $(VENV)/bin/python bench/check_greedy.py --run $(REAL)/bstar --iteration $$i \
 		--test held_out --n 8; done
 

@@ -122,15 +122,19 @@ def test_shares_must_match_specs(tmp_path: Path) -> None:
 
 
 def test_write_rows_gives_gsm8k_rows_with_levels_and_disjoint_splits(tmp_path: Path) -> None:
-    files = arithmetic.write_rows(tmp_path, n_pool=30, n_test=20)
+    specs = (ArithmeticSpec(2, 2, max_operand=20), ArithmeticSpec(3, 3), ArithmeticSpec(2, 2, max_operand=50))
+    files = arithmetic.write_rows(tmp_path, specs, n_pool=30, n_test=20)
     pool, test = gsm8k.load(files["pool"]), gsm8k.load(files["test"])
-    assert [len(pool), len(test)] == [60, 40]
-    for problems in (pool, test):
-        assert sorted(p.info["level"] for p in problems) == [2] * (len(problems) // 2) + [3] * (len(problems) // 2)
-        assert {p.info["level"] for p in problems[:10]} == {2, 3}  # shuffled, so a prefix holds both levels
+    for problems, n in ((pool, 30), (test, 20)):
+        levels = [p.info["level"] for p in problems]
+        assert len({p.question for p in problems}) == len(problems)
+        assert levels.count(1) == levels.count(2) == levels.count(3) == n
+        assert set(levels[:10]) == {1, 2, 3}  # shuffled, so a prefix holds every level
     assert not {p.question for p in pool} & {p.question for p in test}
-    for p in test:  # the reference rationale grades as right, and its steps check
+    for p in test:  # the reference rationale grades as right, and its steps check; the level names the spec
         assert gsm8k.is_correct(p.solution, p)
         assert check_steps(p.solution, p)
         operands = [int(x) for x in p.question[8:-1].replace("-", "+").split("+")]
-        assert len(operands) == p.info["level"] and max(operands) <= (20 if p.info["level"] == 2 else 9)
+        spec = specs[p.info["level"] - 1]
+        assert len(operands) == spec.max_terms and max(operands) <= spec.max_operand
+        assert p.info["level"] != 3 or max(operands) > 20  # level 3 holds only what level 1 does not allow
