@@ -12,7 +12,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 QUIET := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: demo test test-fast lint venv real-check
+.PHONY: demo test test-fast lint venv real-data real-check real-control real-report
 
 venv: $(STAMP)
 
@@ -30,22 +30,40 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/bstar-pl demo --config configs/demo/tiny.yaml $(ARGS)
 
-# The real-model check (78 min on 2 idle cores; not part of the tests): SmolLM2-135M-Instruct from its GGUF,
+# The real-model check (about 80 min on 2 idle cores; not part of the tests): SmolLM2-135M-Instruct from its GGUF,
 # no SFT, on two levels of arithmetic; B-STaR and Online RFT side by side, one core each, from the same start;
-# then the report and the swap check of every iteration (engine greedy after the in-place swap = transformers).
+# then the report over every seed run so far and the swap check of every iteration (engine greedy after the
+# in-place swap = transformers). `make real-check SEED=1` adds a seed.
 REAL := runs/real
 REAL_CONFIG := configs/iterate/smollm2_arithmetic.yaml
-real-check: $(STAMP)
+SEED ?= 0
+real-data: $(STAMP)
 	test -f $(REAL)/smollm2/config.json || $(VENV)/bin/bstar-pl import-gguf --out $(REAL)/smollm2
 	test -f $(REAL)/data/test.jsonl || $(VENV)/bin/bstar-pl make-rows --out $(REAL)/data
 	mkdir -p $(REAL)/logs
-	$(VENV)/bin/bstar-pl iterate --config $(REAL_CONFIG) > $(REAL)/logs/bstar.log 2>&1 & b=$$!; \
-	$(VENV)/bin/bstar-pl iterate --config $(REAL_CONFIG) --mode online_rft --out $(REAL)/online_rft \
-		> $(REAL)/logs/online_rft.log 2>&1 & o=$$!; \
-	wait $$b || { tail -5 $(REAL)/logs/bstar.log; exit 1; }; wait $$o || { tail -5 $(REAL)/logs/online_rft.log; exit 1; }
-	$(VENV)/bin/bstar-pl report $(REAL)/bstar $(REAL)/online_rft --out $(REAL)/report --hard_levels 2
-	for i in 0 1 2 3; do $(VENV)/bin/python bench/check_greedy.py --run $(REAL)/bstar --iteration $$i \
+
+real-check: real-data
+	$(VENV)/bin/bstar-pl iterate --config $(REAL_CONFIG) --seed $(SEED) --out $(REAL)/bstar_seed$(SEED) \
+		> $(REAL)/logs/bstar_seed$(SEED).log 2>&1 & b=$$!; \
+	$(VENV)/bin/bstar-pl iterate --config $(REAL_CONFIG) --seed $(SEED) --mode online_rft \
+		--out $(REAL)/online_rft_seed$(SEED) > $(REAL)/logs/online_rft_seed$(SEED).log 2>&1 & o=$$!; \
+	wait $$b || { tail -5 $(REAL)/logs/bstar_seed$(SEED).log; exit 1; }; \
+	wait $$o || { tail -5 $(REAL)/logs/online_rft_seed$(SEED).log; exit 1; }
+	$(MAKE) --no-print-directory real-report
+	for i in 0 1 2 3; do $(VENV)/bin/python bench/check_greedy.py --run $(REAL)/bstar_seed$(SEED) --iteration $$i \
 		--test held_out --n 8; done
+
+# Its control, at the same compute: Online RFT at B-STaR's t = 0.6 with every sample selected (τ = -1), so what
+# it learns is the model's own style, without the reward (~70 min on one core).
+real-control: real-data
+	$(VENV)/bin/bstar-pl iterate --config $(REAL_CONFIG) --seed $(SEED) --mode online_rft \
+		--selection.temperature 0.6 --selection.threshold=-1 --out $(REAL)/unfiltered_seed$(SEED) \
+		> $(REAL)/logs/unfiltered_seed$(SEED).log 2>&1
+	$(MAKE) --no-print-directory real-report
+
+# One report over every real-check run there is, seeds as bands (runs/real/report/report.md).
+real-report: $(STAMP)
+	$(VENV)/bin/bstar-pl report $$(ls -d $(REAL)/*_seed*) --out $(REAL)/report --hard_levels 2
 
 # pytest exits 5 when it collects no test: not a failure of the suite.
 test: $(STAMP)

@@ -4,7 +4,7 @@ Iteration i's `test_<name>.jsonl` holds the engine's greedy responses, sampled a
 swapped into the running engine in place. This decodes the first `--n` of those problems again with
 transformers `generate` from the exported `policy/`, one prompt at a time (no padding), and compares texts:
 
-    .venv/bin/python bench/check_greedy.py --run runs/real/bstar --iteration 2 --test held_out --n 8
+    .venv/bin/python bench/check_greedy.py --run runs/real/bstar_seed0 --iteration 2 --test held_out --n 8
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def write_report(runs: Sequence[str | Path], out: Path, hard_levels: Sequence[in
         columns = {g.label: levels_series(g, name, hard_levels) for g in groups}
         if not any(columns.values()):
             continue
-        title = f"{name}: greedy Pass@1 on levels {', '.join(map(str, hard_levels))}"
+        title = f"{name}: greedy Pass@1 on level{'s' * (len(hard_levels) > 1)} {', '.join(map(str, hard_levels))}"
         plot_levels(columns, title, out / f"hard_{name}.png")
         lines += [f"## {title}", "", f"![{title}](hard_{name}.png)", "", *stat_table(columns), ""]
     lines += runs_table(groups)

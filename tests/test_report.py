@@ -103,7 +103,7 @@ def test_report_leads_with_pass_at_1_on_the_hard_levels(tmp_path: Path) -> None:
     assert report.index("## test: greedy Pass@1 on levels 4, 5") < report.index("| group |")
     # iteration 2, seed 0: (100 * 0.4 + 300 * 0.3) / 400 = 0.325; seed 1: (100 * 0.5 + 90) / 400 = 0.35
     assert "| 2 | 0.338 ± 0.018 (n=2) | 0.325 (n=1) |" in report
-    assert "gsm8k: greedy Pass@1 on levels" not in report  # no levels there: no figure
+    assert "gsm8k: greedy Pass@1 on level" not in report  # no levels there: no figure
 
 
 def test_runs_in_progress_and_missing_keys(tmp_path: Path) -> None:
