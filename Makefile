@@ -65,12 +65,15 @@ real-control: real-data
 real-report: $(STAMP)
 	$(VENV)/bin/bstar-pl report $$(ls -d $(REAL)/*_seed*) --out $(REAL)/report --hard_levels 2
 
-# pytest exits 5 when it collects no test: not a failure of the suite.
+# Both cores: two pytest workers, each module on one of them (its module fixtures are built once). pytest exits 5
+# when it collects no test: not a failure of the suite. test-fast is pure logic: no engine, no training, nothing slow.
+WORKERS ?= 2
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -m "not gpu" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(VENV)/bin/python -m pytest -m "not gpu" -n $(WORKERS) --dist loadfile $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest -m "not gpu and not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(VENV)/bin/python -m pytest -m "not gpu and not slow and not engine and not fit" -n $(WORKERS) --dist loadfile \
+		$(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -27,9 +27,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
 
+from bstar_pl.isolation import deadline as guard
+from bstar_pl.isolation.pool import grade_all
 from bstar_pl.records import Problem
-from bstar_pl.tasks import grading, gsm8k, guard, math
-from bstar_pl.tasks.batch import grade_all
+from bstar_pl.tasks import grading, gsm8k, math
 
 Workload = tuple[ModuleType, list[str], list[Problem]]
 OPTIONS = {"in-process": "in-process", "is_correct": "guarded", "grade_all": "grade_all"}  # a mode's first word

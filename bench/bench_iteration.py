@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PHASES = (
     "search_sampling",
     "search_scoring",
-    "search_grid",
     "sampling",
     "scoring",
     "selection",
@@ -38,21 +37,22 @@ def main() -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     from bstar_pl.config import Config
-    from bstar_pl.driver import iterate
+    from bstar_pl.loop import run
+    from bstar_pl.rundir import iteration_dir
 
     shutil.rmtree(args.out, ignore_errors=True)
     os.chdir(ROOT)
     cfg = CLI(Config, args=["--config", "configs/iterate/tiny.yaml", "--out", str(args.out), "--iterations", "1"])
-    iterate(cfg)
-    seconds = json.loads((args.out / "iter_01" / "timings.json").read_text())
+    run(cfg)
+    seconds = json.loads((iteration_dir(args.out, 1) / "timings.json").read_text())
     total = sum(seconds.get(p, 0.0) for p in PHASES)
     print(f"\n{'phase':<16}{'seconds':>10}{'share':>9}", file=sys.stderr)
     for phase in PHASES:
         print(f"{phase:<16}{seconds.get(phase, 0.0):>10.3f}{seconds.get(phase, 0.0) / total:>9.2%}", file=sys.stderr)
     print(f"{'iteration':<16}{total:>10.3f}", file=sys.stderr)
-    compute = seconds["search_grid"] + seconds["selection"]
+    compute = seconds["selection"]
     with_sampling = compute + seconds["search_sampling"] + seconds["search_scoring"]
-    print(f"search grid + selection: {compute / total:.2%} of the iteration", file=sys.stderr)
+    print(f"selection: {compute / total:.2%} of the iteration", file=sys.stderr)
     print(f"search incl. its sampling and scoring, + selection: {with_sampling / total:.2%}", file=sys.stderr)
     print(f"sampling tokens/s: {seconds['sampling_tokens_per_s']:.0f}", file=sys.stderr)
 

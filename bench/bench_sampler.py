@@ -1,4 +1,4 @@
-"""Sampler benchmark: vLLM vs transformers tokens/s, in-place swap vs a fresh engine, wrapper overhead.
+"""Engine benchmark: vLLM vs transformers tokens/s, in-place swap vs a fresh engine, wrapper overhead.
 
 .venv/bin/python bench/bench_sampler.py --models tiny smollm2 --repeats 5
 SmolLM2-135M comes from `bstar-pl import-gguf` (`make venv` installs what it needs); CPU, float32.
@@ -26,16 +26,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bstar_pl.data import prompt_ids
-from bstar_pl.gguf import import_gguf
-from bstar_pl.sampler import Sampler
+from bstar_pl.engine import Engine
+from bstar_pl.models.gguf import import_gguf
+from bstar_pl.models.tiny import make_tiny
+from bstar_pl.prompt import prompt_ids
+from bstar_pl.records import temperature_key
+from bstar_pl.seeding import derive_seed
+from bstar_pl.settings import EngineSettings
 from bstar_pl.tasks import arithmetic
-from bstar_pl.tiny import make_tiny
 
 # Per model: prompts in a batch and new tokens per prompt (every prompt runs to the limit, EOS ignored).
 SIZES = {"tiny": (64, 64), "smollm2": (16, 48)}
 N = 4  # samples per prompt in the sampling job
-ENGINE = {"dtype": "float32", "max_model_len": 512, "max_new_tokens": 64, "seed": 0}
+ENGINE = {"dtype": "float32", "max_model_len": 512, "max_new_tokens": 64}  # seed 0, the default
 
 
 def build(name: str, work: Path) -> Path:
@@ -63,8 +66,9 @@ def hf_sample(model: torch.nn.Module, batch: dict, n: int, limit: int, tokenizer
 def fresh_start(model: Path, repeats: int) -> float:
     """Median seconds to start an engine in a new process, import time excluded (the fair case for it)."""
     code = (
-        "import time, json, sys; from bstar_pl.sampler import Sampler; t = time.perf_counter(); "
-        "Sampler(sys.argv[1], **json.loads(sys.argv[2])); print(time.perf_counter() - t)"
+        "import time, json, sys; from bstar_pl.engine import Engine; from bstar_pl.settings import EngineSettings; "
+        "t = time.perf_counter(); Engine(sys.argv[1], EngineSettings(**json.loads(sys.argv[2]))); "
+        "print(time.perf_counter() - t)"
     )
     runs = [
         subprocess.run([sys.executable, "-c", code, str(model), json.dumps(ENGINE)], capture_output=True, text=True)
@@ -83,7 +87,7 @@ def bench(name: str, work: Path, repeats: int) -> dict[str, float]:
     model_dir = build(name, work)
     n_prompts, new_tokens = SIZES[name]
     problems = arithmetic.generate("dev", n_prompts, seed=0)
-    sampler = Sampler(model_dir, **ENGINE)
+    sampler = Engine(model_dir, EngineSettings(**ENGINE))
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     ids = [prompt_ids(tokenizer, p.question) for p in problems]
@@ -107,7 +111,13 @@ def bench(name: str, work: Path, repeats: int) -> dict[str, float]:
 
     # The wrapper (job_vllm) against the bare call it makes: the same requests, seeds and limits.
     params = [
-        SamplingParams(n=N, temperature=1.0, top_p=1.0, max_tokens=new_tokens, seed=sampler.request_seed(p.id, 1.0))
+        SamplingParams(
+            n=N,
+            temperature=1.0,
+            top_p=1.0,
+            max_tokens=new_tokens,
+            seed=derive_seed(sampler.seed, p.id, temperature_key(1.0)),
+        )
         for p in problems
     ]
     prompts = [{"prompt_token_ids": i} for i in ids]
@@ -139,8 +149,8 @@ def bench(name: str, work: Path, repeats: int) -> dict[str, float]:
     return result
 
 
-def own_work(sampler: Sampler, problems: list, prompts: list, params: list, new_tokens: int) -> float:
-    """Seconds `Sampler.generate` spends outside the engine (prompts, seeds, checks, records), timed with the
+def own_work(sampler: Engine, problems: list, prompts: list, params: list, new_tokens: int) -> float:
+    """Seconds `Engine.generate` spends outside the engine (prompts, seeds, checks, records), timed with the
     engine call answered from a finished run: the A/B against a bare call is noisier than this difference."""
     outputs = sampler.llm.generate(prompts, params, use_tqdm=False)
     engine_call = sampler.llm.generate
@@ -160,7 +170,7 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def distinct(sampler: Sampler, problems: list) -> dict[str, float]:
+def distinct(sampler: Engine, problems: list) -> dict[str, float]:
     """Mean distinct responses per problem among 8 samples, by temperature (exploration at a glance)."""
     temperatures = [0.3, 0.7, 1.0]
     samples = sampler.generate(problems, temperatures, 8, max_new_tokens=32, progress=False)
@@ -178,12 +188,12 @@ def report(name: str, r: dict) -> str:
             f"## {name}",
             f"fixed length (EOS ignored): vLLM {r['fixed_vllm_tok_s']:.0f} tok/s, transformers "
             f"{r['fixed_hf_tok_s']:.0f} tok/s: {r['fixed_vllm_tok_s'] / r['fixed_hf_tok_s']:.2f}x",
-            f"sampling job ({N} per prompt, to EOS): vLLM via Sampler {r['job_vllm_tok_s']:.0f} tok/s, transformers "
+            f"sampling job ({N} per prompt, to EOS): vLLM via Engine {r['job_vllm_tok_s']:.0f} tok/s, transformers "
             f"{r['job_hf_tok_s']:.0f} tok/s: {r['job_vllm_tok_s'] / r['job_hf_tok_s']:.2f}x",
             f"in-place swap {r['load_weights_s']:.3f} s, disk reload {r['reload_s']:.3f} s, fresh engine "
             f"{r['fresh_start_s']:.2f} s: swap/fresh {r['load_weights_s'] / r['fresh_start_s']:.3f}, "
             f"reload/fresh {r['reload_s'] / r['fresh_start_s']:.3f}",
-            f"Sampler.generate {r['job_vllm_s']:.3f} s vs bare LLM.generate {r['bare_s']:.3f} s: "
+            f"Engine.generate {r['job_vllm_s']:.3f} s vs bare LLM.generate {r['bare_s']:.3f} s: "
             f"overhead {100 * (r['job_vllm_s'] / r['bare_s'] - 1):+.1f}% (A/B); its own work {r['own_work_s']:.4f} s "
             f"= {100 * r['own_work_s'] / r['bare_s']:.2f}% of the engine call",
             f"distinct of 8 samples per problem by temperature: {r['distinct_by_temperature']}",

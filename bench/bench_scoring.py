@@ -27,15 +27,16 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bstar_pl.prm_model import load_reward_model, save_reward_model
-from bstar_pl.sampler import Sampler
-from bstar_pl.scoring import PRMScorer
+from bstar_pl.engine import Engine
+from bstar_pl.models.tiny import Shape, make_tiny
+from bstar_pl.prm.model import load_reward_model, save_reward_model
+from bstar_pl.prm.scorer import PRMScorer
+from bstar_pl.settings import EngineSettings
 from bstar_pl.tasks import arithmetic
-from bstar_pl.tiny import make_tiny
 
 T = TypeVar("T")
 # Per model: make_tiny sizes. "small" (~26M parameters) has a compute-to-overhead ratio nearer a real model's.
-MODELS = {"tiny": {}, "small": {"hidden": 512, "layers": 8, "heads": 8, "vocab_size": 64}}
+MODELS = {"tiny": Shape(), "small": Shape(layers=8, hidden=512, heads=8)}
 
 
 def median_seconds(run: Callable[[], T], repeats: int) -> tuple[float, T]:
@@ -51,10 +52,10 @@ def median_seconds(run: Callable[[], T], repeats: int) -> tuple[float, T]:
 def bench(name: str, work: Path, problems: int, n: int, max_new_tokens: int, repeats: int) -> dict[str, float]:
     base = work / name
     if not (base / "config.json").is_file():
-        make_tiny(base, **MODELS[name])
+        make_tiny(base, shape=MODELS[name])
     prm = save_reward_model(load_reward_model(base), base, work / f"{name}_prm")
     tasks = arithmetic.generate("dev", problems, arithmetic.ArithmeticSpec(min_terms=3, max_terms=6), seed=0)
-    sampler = Sampler(base, dtype="float32", max_model_len=512, max_new_tokens=max_new_tokens, seed=0)
+    sampler = Engine(base, EngineSettings(dtype="float32", max_model_len=512, max_new_tokens=max_new_tokens), seed=0)
     sampler.generate(tasks[:4], [1.0], 2, progress=False)  # warm-up
     sample_s, samples = median_seconds(lambda: sampler.generate(tasks, [1.0], n, progress=False), repeats)
     response_tokens = sum(s.n_tokens for s in samples)

@@ -32,23 +32,26 @@ from pathlib import Path
 
 import numpy as np
 
-from bstar_pl import balance, search_strategy, tasks
+from bstar_pl import balance, tasks
+from bstar_pl.phases import search as strategies
 from bstar_pl.records import Problem, Scored, read_jsonl, write_jsonl
 
 
 def record(args: argparse.Namespace) -> None:
-    from bstar_pl.sampler import Sampler
-    from bstar_pl.scoring import PRMScorer, score_samples
+    from bstar_pl.engine import Engine
+    from bstar_pl.phases.score import score_samples
+    from bstar_pl.prm.scorer import PRMScorer
+    from bstar_pl.settings import EngineSettings
 
     task = tasks.get("arithmetic")
     queries = task.load(args.pool, limit=args.queries)
     temperatures = balance.grid(*args.temperatures)
-    sampler = Sampler(args.policy, dtype="float32", max_model_len=512, max_new_tokens=96, seed=args.seed)
+    sampler = Engine(args.policy, EngineSettings(dtype="float32", max_model_len=512, max_new_tokens=96), seed=args.seed)
     started = time.perf_counter()
     samples = sampler.generate(queries, temperatures, args.samples)
     print(f"sampled {len(samples)} responses in {time.perf_counter() - started:.0f} s", flush=True)
     prm = PRMScorer(args.prm, max_batch_tokens=8192) if args.prm else None
-    scored = score_samples(queries, samples, task.is_correct, prm)
+    scored = score_samples(queries, samples, task, prm)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(args.out, scored)
     print(f"wrote {args.out} ({len(scored)} scored responses)")
@@ -67,8 +70,8 @@ class Recording:
             self.cells.setdefault((r.sample.temperature, r.sample.problem_id), []).append(r)
         self.samples = min(len(v) for v in self.cells.values())
 
-    def draw(self, rng: np.random.Generator) -> search_strategy.Draw:
-        """A `search_strategy.Draw` that hands out, per (temperature, query), a random order of its recorded
+    def draw(self, rng: np.random.Generator) -> strategies.Draw:
+        """A `strategies.Draw` that hands out, per (temperature, query), a random order of its recorded
         responses without replacement; asking a cell again continues where it stopped."""
         order = {key: rng.permutation(len(v)) for key, v in self.cells.items()}
         used = {key: 0 for key in self.cells}
@@ -98,10 +101,10 @@ def replay(args: argparse.Namespace) -> None:
         pool_responses = args.pool_queries * args.pool_samples
         print(f"\n{path}: {len(problems)} queries x {len(rec.temperatures)} temperatures x {rec.samples} recorded")
         for over in ("selected", "all"):
-            spec = search_strategy.Spec(rec.temperatures, thresholds, args.samples, n_star, over)
+            spec = strategies.Spec(rec.temperatures, thresholds, args.samples, n_star, over)
             draws = np.stack(
                 [
-                    search_strategy.full(spec, rec.draw(np.random.default_rng(10_000 + k)), problems).result.scores
+                    strategies.full(spec, rec.draw(np.random.default_rng(10_000 + k)), problems).result.scores
                     for k in range(args.references)
                 ]
             )
@@ -113,19 +116,18 @@ def replay(args: argparse.Namespace) -> None:
                 f"expected score {best:.4f}; best per temperature {np.round(expected.max(axis=1), 4).tolist()}, "
                 f"std of one full search's per-temperature best {np.round(draws.max(axis=2).std(axis=0), 4).tolist()}"
             )
-            runs = {f"full, {n} queries": (search_strategy.Strategy("full"), n) for n in args.full_queries}
-            runs |= {f"halving budget={b}": (search_strategy.Strategy("halving", budget=b), None) for b in args.budgets}
+            runs = {f"full, {n} queries": (strategies.Strategy("full"), n) for n in args.full_queries}
+            runs |= {f"halving budget={b}": (strategies.Strategy("halving", budget=b), None) for b in args.budgets}
             # The full search of replay k: the same seed hands every strategy the same responses per
             # (temperature, query), so it sees a superset of what a cheaper strategy of replay k sees.
             grids = [
-                search_strategy.full(spec, rec.draw(np.random.default_rng(k)), problems).result
-                for k in range(args.replays)
+                strategies.full(spec, rec.draw(np.random.default_rng(k)), problems).result for k in range(args.replays)
             ]
             for name, (strategy, n) in runs.items():
                 spent, agree, t_agree, paired, regret, picks = [], 0, 0, 0, [], []
                 for k in range(args.replays):
                     draw = rec.draw(np.random.default_rng(k))
-                    out = search_strategy.run(strategy, spec, draw, problems[:n], pool_responses)
+                    out = strategies.run(strategy, spec, draw, problems[:n], pool_responses)
                     grid = grids[k]
                     cell = out.result.best
                     spent.append(out.responses / pool_responses)

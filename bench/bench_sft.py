@@ -17,10 +17,12 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bstar_pl.data import SFTDataModule, StepSampler, Tokenised, encode, padding_waste
-from bstar_pl.sft import SFTModule, WarmupCosine, fit_steps, token_loss
+from bstar_pl.models.tiny import Shape, make_tiny
 from bstar_pl.tasks import arithmetic
-from bstar_pl.tiny import make_tiny
+from bstar_pl.train.batches import Padded, StepSampler, padding_waste
+from bstar_pl.train.builders import Optim, WarmupCosine
+from bstar_pl.train.data import SFTDataModule, encode, padding
+from bstar_pl.train.sft import SFTModule, fit_steps, token_loss
 
 HP = {"lr": 1e-3, "lr_min": 1e-5, "warmup_steps": 5, "betas": (0.9, 0.95), "weight_decay": 0.0}
 WARMUP_STEPS = 3  # not timed: first-call allocations and kernel selection
@@ -42,7 +44,8 @@ class Clock(L.Callback):
 
 def lightning_run(model_dir: Path, examples: list, steps: int, micro: int, logs: Path) -> float:
     """Seconds for the timed steps of `fit_steps` with logging on, as a real run has it."""
-    module = SFTModule(str(model_dir), total_steps=steps, **HP)
+    optim = Optim(HP["lr"], HP["lr_min"], HP["warmup_steps"], total_steps=steps, weight_decay=0.0, betas=HP["betas"])
+    module = SFTModule(str(model_dir), optim=optim)
     data = SFTDataModule(micro_batch_size=micro, max_prompt_len=128, max_target_len=256)
     clock = Clock()
     trainer = L.Trainer(
@@ -91,7 +94,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = make_tiny(Path(tmp) / "model", layers=args.layers, hidden=args.hidden)
+        model_dir = make_tiny(Path(tmp) / "model", shape=Shape(layers=args.layers, hidden=args.hidden))
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         spec = arithmetic.ArithmeticSpec(min_terms=2, max_terms=6, max_operand=99, operators="+-*")
         examples = arithmetic.sft_examples(arithmetic.generate("train", 4000, spec, seed=0))
@@ -99,7 +102,7 @@ def main() -> None:
         lengths = [len(e.input_ids) for e in encoded]
         # Exactly the batches the data module gives one process (same sampler, seed and epoch 0).
         sampler = StepSampler(lengths, args.micro, 1, 0, 1, args.steps, seed=0, shuffle=True)
-        dataset = Tokenised(encoded, tokenizer.pad_token_id)
+        dataset = Padded(encoded, padding(tokenizer.pad_token_id))
         batches = [dataset[b] for b in sampler]
         tokens = sum(int(b["attention_mask"].sum()) for b in batches[WARMUP_STEPS:])
 

@@ -17,9 +17,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bstar_pl import tasks
-from bstar_pl.data import prompt_ids
+from bstar_pl.prompt import PromptFormat, prompt_ids
 from bstar_pl.records import Sample, read_jsonl
-from bstar_pl.template import PromptFormat
+from bstar_pl.rundir import iteration_dir
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     spec = cfg["data"]["tests"][args.test]
     task = tasks.get(spec.get("task") or cfg["data"]["task"])
     problems = {p.id: p for p in task.load(Path(spec["path"]), limit=spec.get("size"))}
-    folder = args.run / f"iter_{args.iteration:02d}"
+    folder = iteration_dir(args.run, args.iteration)
     greedy = [s for s in read_jsonl(folder / f"test_{args.test}.jsonl", Sample) if s.temperature == 0.0][: args.n]
     fmt = PromptFormat(**cfg["prompt"])
     policy = Path(cfg["policy"]) if args.iteration == 0 else folder / "policy"
@@ -51,7 +51,7 @@ def main() -> None:
         with torch.no_grad():
             out = model.generate(
                 ids,
-                max_new_tokens=cfg["sampling"]["max_new_tokens"],
+                max_new_tokens=cfg["engine"]["max_new_tokens"],
                 do_sample=False,
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,

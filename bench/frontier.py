@@ -19,8 +19,9 @@ from pathlib import Path
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # before vLLM is imported: see DESIGN.md §3
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bstar_pl.engine import Engine
 from bstar_pl.records import Problem, read_jsonl
-from bstar_pl.sampler import Sampler
+from bstar_pl.settings import EngineSettings
 from bstar_pl.tasks import arithmetic as A
 
 
@@ -38,7 +39,7 @@ def main() -> None:
         if len(by_level[problem.info["level"]]) < args.per_level:
             by_level[problem.info["level"]].append(problem)
     problems = [p for level in sorted(by_level) for p in by_level[level]]
-    sampler = Sampler(args.policy, dtype="float32", max_model_len=512, max_new_tokens=96, seed=0)
+    sampler = Engine(args.policy, EngineSettings(dtype="float32", max_model_len=512, max_new_tokens=96), seed=0)
     greedy = {s.problem_id: s.text for s in sampler.generate(problems, [0.0], 1)}
     samples: dict[str, list[str]] = defaultdict(list)
     for s in sampler.generate(problems, [args.temperature], args.k):

@@ -28,18 +28,20 @@ import lightning as L
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bstar_pl import template
-from bstar_pl.data import SFTDataModule
-from bstar_pl.evaluate import ranking_auc, top_all_correct
-from bstar_pl.implicit_prm import token_logprobs
-from bstar_pl.prm import PRMModule
-from bstar_pl.prm_data import PRMDataModule, read_prm, write_prm
+from bstar_pl import prompt as template
+from bstar_pl.metrics.policy import ranking_auc, top_all_correct
+from bstar_pl.models.tiny import make_tiny
+from bstar_pl.prm.data import PRMDataModule
+from bstar_pl.prm.implicit import token_logprobs
+from bstar_pl.prm.module import PRMModule
+from bstar_pl.prm.rows import read_prm, write_prm
+from bstar_pl.prm.scorer import PRMScorer, solution_score
+from bstar_pl.prm.shepherd import shepherd_examples
 from bstar_pl.records import Sample, Scored
-from bstar_pl.scoring import PRMScorer, solution_score
-from bstar_pl.sft import SFTModule
-from bstar_pl.shepherd import shepherd_examples
 from bstar_pl.tasks import arithmetic as A
-from bstar_pl.tiny import make_tiny
+from bstar_pl.train.builders import Optim
+from bstar_pl.train.data import SFTDataModule
+from bstar_pl.train.sft import SFTModule
 
 POOL = A.ArithmeticSpec(min_terms=3, max_terms=4)
 
@@ -71,7 +73,9 @@ def arithmetic_base(work: Path, steps: int) -> Path:
 def sft(out: Path, base: Path, steps: int, spec: A.ArithmeticSpec, problems: int) -> Path:
     if not (out / "config.json").is_file():
         L.seed_everything(0)
-        module = SFTModule(str(make_tiny(base)), lr=1e-3, lr_min=1e-5, warmup_steps=20, export_dir=str(out))
+        module = SFTModule(
+            str(make_tiny(base)), optim=Optim(lr=1e-3, lr_min=1e-5, warmup_steps=20), export_dir=str(out)
+        )
         # Length-grouped batches, as when the PRM figures in the README were measured.
         data = SFTDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96, length_group=64)
         data.set_examples(A.sft_examples(A.generate("train", problems, spec, seed=0)), steps=steps)
@@ -83,9 +87,10 @@ def labels_and_samples(work: Path, problems: int, solutions: int, completions: i
     """Math-Shepherd labels for `problems` training problems and 8 samples per dev problem, cached in `work`."""
     labels, held = work / f"labels_{problems}_{solutions}_{completions}.jsonl", work / "held_out.json"
     if not labels.is_file() or not held.is_file():
-        from bstar_pl.sampler import Sampler
+        from bstar_pl.engine import Engine
+        from bstar_pl.settings import EngineSettings
 
-        sampler = Sampler(policy(work), dtype="float32", max_model_len=256, max_new_tokens=64, seed=0)
+        sampler = Engine(policy(work), EngineSettings(dtype="float32", max_model_len=256, max_new_tokens=64), seed=0)
         if not labels.is_file():
             train = A.generate("train", problems, POOL, seed=1)
             write_prm(labels, shepherd_examples(sampler, train, A.is_correct, solutions, completions, progress=False))
@@ -110,9 +115,7 @@ def train_prm(work: Path, labels: Path, args: argparse.Namespace, hide: str | No
     backbone = arithmetic_base(work, args.base_steps) if args.base_steps else policy(work)
     module = PRMModule(
         str(backbone),
-        args.lr,
-        args.lr / 100,
-        warmup_steps=5,
+        optim=Optim(lr=args.lr, lr_min=args.lr / 100, warmup_steps=5),
         export_dir=str(out),
         reward=args.reward,
         beta=args.beta,

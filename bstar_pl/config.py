@@ -1,4 +1,4 @@
-"""The iteration driver's configuration: one YAML file, `bstar-pl iterate --config FILE`.
+"""The loop's configuration: one YAML file, `bstar-pl iterate --config FILE`.
 
 Defaults are the paper's (Mistral-7B on MATH); configs/iterate/ holds the runs. `check` validates
 everything that can be checked before any work starts, so a typo never costs an hour of sampling.
@@ -6,23 +6,25 @@ everything that can be checked before any work starts, so a typo never costs an 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from bstar_pl.modes import MODES
+from bstar_pl.prompt import PromptFormat
+from bstar_pl.settings import (
+    EngineSettings,
+    Reward,
+    TestSet,
+    check_engine,
+    check_policy,
+    check_reward,
+    check_test,
+    need,
+)
 from bstar_pl.tasks import NAMES
-from bstar_pl.template import PromptFormat
 
-Mode = Literal["bstar", "online_rft", "iterative_rft", "rest_em", "control", "oracle"]
-# Modes that keep one optimizer and one LR schedule over all iterations.
-CONTINUING = ("bstar", "online_rft", "control", "oracle")
-# Modes that train on given data rather than on their own samples: the SFT data, or the pool's reference solutions.
-GIVEN_DATA = ("control", "oracle")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the field."""
+Mode = Literal["bstar", "online_rft", "iterative_rft", "rest_em", "control", "oracle"]  # what each does: modes.py
 
 
 @dataclass
@@ -37,26 +39,6 @@ class Grid:
         from bstar_pl.balance import grid
 
         return grid(self.start, self.stop, self.step)
-
-
-@dataclass
-class TestSet:
-    """A test set evaluated after every iteration: greedy Pass@1 and, with k > 0, k samples per problem at
-    `temperature` for Pass@K, Pass@K-S (paper: P@32-4), majority vote and, with a PRM, Reward@K-S.
-
-    Args:
-        path: the problems file.
-        task: grades it (default: the run's task).
-        size: evaluate only the first this many problems (None: all).
-        k / s / temperature: the sampled metrics; k = 0 evaluates greedily only.
-    """
-
-    path: Path
-    task: str | None = None
-    size: int | None = None
-    k: int = 0
-    s: int = 4
-    temperature: float = 1.0
 
 
 @dataclass
@@ -88,7 +70,7 @@ class Search:
     with `samples` responses per search query at every temperature. `balance_over`: the queries the score
     averages over, "selected" (the paper: those with at least one selected response) or "all" (beyond the
     paper: a query with nothing selected counts as 0, so the score sees how many queries the data covers).
-    `strategy` (search_strategy.py): "full" samples every query at every temperature (the paper's search);
+    `strategy` (phases/search.py): "full" samples every query at every temperature (the paper's search);
     "halving" races the temperatures over rounds of fresh queries within `budget` x the pool's responses,
     dropping a temperature `z` standard errors below the leader or in the worse half."""
 
@@ -121,30 +103,10 @@ class Selection:
 
 
 @dataclass
-class Reward:
-    """r = 1[correct] + weight · PRM solution score ("min", "last" or "prod" of its step scores);
-    without a PRM (`prm: null`), r = 1[correct]. A step score is the PRM's logit clipped to ±`clip`
-    (`score: logit`, the paper's scale: r_prm = min / 5 in [-1, 1]) or its sigmoid (`score: probability`)."""
-
-    prm: Path | None = None
-    aggregate: Literal["min", "last", "prod"] = "min"
-    weight: float = 0.2
-    score: Literal["logit", "probability"] = "logit"
-    clip: float = 5.0
-    batch_tokens: int = 16_384
-
-
-@dataclass
 class Sampling:
-    """The vLLM engine and the per-iteration sample (paper: 64 samples, 768 new tokens)."""
+    """The per-iteration sample of the pool: `samples` responses per query (paper: 64)."""
 
     samples: int = 64
-    max_new_tokens: int = 768
-    max_model_len: int = 2048
-    dtype: str = "auto"
-    gpu_memory_utilization: float = 0.85
-    tensor_parallel_size: int = 1
-    enable_sleep_mode: bool = False
 
 
 @dataclass
@@ -208,63 +170,44 @@ class Config:
     selection: Selection = field(default_factory=Selection)
     reward: Reward = field(default_factory=Reward)
     sampling: Sampling = field(default_factory=Sampling)
+    engine: EngineSettings = field(default_factory=EngineSettings)
     train: Train = field(default_factory=Train)
     prompt: PromptFormat = field(default_factory=PromptFormat)
 
 
 def check(cfg: Config) -> None:
     """Raise ConfigError naming the first field that cannot work; touch nothing."""
-
-    def need(ok: bool, field_name: str, why: str) -> None:
-        if not ok:
-            raise ConfigError(f"config field {field_name!r}: {why}")
-
     need(cfg.iterations >= 0, "iterations", f"must be >= 0, got {cfg.iterations}")
     need(cfg.data.task in NAMES, "data.task", f"unknown task {cfg.data.task!r}; expected one of {NAMES}")
-    need((cfg.policy / "config.json").is_file(), "policy", f"{cfg.policy} is not an HF model directory")
-    need(not cfg.prompt.chat or has_chat_template(cfg.policy), "prompt.chat", f"{cfg.policy} has no chat template")
-    files = {"data.pool": cfg.data.pool, "data.search": cfg.data.search, "reward.prm": cfg.reward.prm}
-    files.update({f"data.tests.{k}.path": v.path for k, v in cfg.data.tests.items()})
+    check_policy(cfg.policy, cfg.prompt, "policy")
+    files = {"data.pool": cfg.data.pool, "data.search": cfg.data.search}
     for name, test in cfg.data.tests.items():
-        need(test.task in (None, *NAMES), f"data.tests.{name}.task", f"unknown task {test.task!r}")
-        need(test.size is None or test.size >= 1, f"data.tests.{name}.size", f"must be >= 1, got {test.size}")
-        need(test.k >= 0, f"data.tests.{name}.k", f"must be >= 0, got {test.k}")
-        need(test.s >= 1, f"data.tests.{name}.s", f"must be >= 1, got {test.s}")
-        need(test.k == 0 or test.temperature > 0, f"data.tests.{name}.temperature", "must be > 0 for sampling")
+        check_test(test, f"data.tests.{name}.")
     need(0 <= cfg.train.replay < 1, "train.replay", f"must be in [0, 1), got {cfg.train.replay}")
-    if cfg.mode == "control" or cfg.train.replay > 0:
+    if MODES[cfg.mode].data == "sft" or cfg.train.replay > 0:
         need(cfg.data.sft is not None, "data.sft", "the control mode and replay read the SFT data: give its file")
         files["data.sft"] = cfg.data.sft
     for name, path in files.items():
         need(path is None or path.exists(), name, f"{path} does not exist")
     for name, value in (("data.pool_size", cfg.data.pool_size), ("data.search_size", cfg.data.search_size)):
         need(value is None or value >= 1, name, f"must be >= 1, got {value}")
-    for name, g in (("search.temperatures", cfg.search.temperatures), ("search.thresholds", cfg.search.thresholds)):
-        need(g.step > 0 and g.stop >= g.start, name, f"empty grid {g}")
-    need(cfg.search.temperatures.start > 0, "search.temperatures", "temperatures must be > 0 (0 is greedy)")
+    check_search(cfg.search)
     need(cfg.selection.temperature > 0, "selection.temperature", f"must be > 0, got {cfg.selection.temperature}")
-    need(cfg.search.samples >= 1, "search.samples", "must be >= 1")
-    need(cfg.search.budget > 0, "search.budget", "must be > 0 (a share of the pool's responses)")
-    need(cfg.search.z > 0, "search.z", "must be > 0")
-    need(cfg.sampling.samples >= 1, "sampling.samples", "must be >= 1")
     need(cfg.selection.n_target >= 1, "selection.n_target", "must be >= 1")
     need(cfg.selection.n_star is None or cfg.selection.n_star >= 1, "selection.n_star", "must be >= 1")
-    need(cfg.reward.weight >= 0, "reward.weight", "must be >= 0")
-    need(cfg.reward.clip > 0, "reward.clip", "must be > 0")
-    need(
-        cfg.reward.aggregate != "prod" or cfg.reward.score == "probability",
-        "reward.aggregate",
-        "'prod' multiplies probabilities: it needs reward.score: probability",
-    )
+    need(cfg.sampling.samples >= 1, "sampling.samples", "must be >= 1")
+    check_engine(cfg.engine)
+    check_reward(cfg.reward)
     for name in ("steps", "micro_batch_size", "accumulate", "checkpoint_every"):
         need(getattr(cfg.train, name) >= 1, f"train.{name}", "must be >= 1")
     need(0 < cfg.train.lr_min <= cfg.train.lr, "train.lr_min", "need 0 < lr_min <= lr")
     need(cfg.train.freeze_layers >= 0, "train.freeze_layers", f"must be >= 0, got {cfg.train.freeze_layers}")
 
 
-def has_chat_template(model: Path) -> bool:
-    """Whether an HF model directory's tokenizer carries a chat template (its own file or in its config)."""
-    if (model / "chat_template.jinja").is_file():
-        return True
-    config = model / "tokenizer_config.json"
-    return config.is_file() and bool(json.loads(config.read_text()).get("chat_template"))
+def check_search(search: Search) -> None:
+    for name, g in (("search.temperatures", search.temperatures), ("search.thresholds", search.thresholds)):
+        need(g.step > 0 and g.stop >= g.start, name, f"empty grid {g}")
+    need(search.temperatures.start > 0, "search.temperatures", "temperatures must be > 0 (0 is greedy)")
+    need(search.samples >= 1, "search.samples", "must be >= 1")
+    need(search.budget > 0, "search.budget", "must be > 0 (a share of the pool's responses)")
+    need(search.z > 0, "search.z", "must be > 0")

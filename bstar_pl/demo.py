@@ -26,8 +26,9 @@ from typing import Any
 
 from bstar_pl.atomic import atomic_write_text
 from bstar_pl.config import Mode
-from bstar_pl.tasks import arithmetic
-from bstar_pl.tiny import make_tiny
+from bstar_pl.models.tiny import Shape, make_tiny
+from bstar_pl.rundir import iteration_dir
+from bstar_pl.tasks import curriculum
 
 MODES = ("bstar", "online_rft", "control", "oracle")
 PRM_MODES = ("bstar", "online_rft")  # the runs that score with the PRM (and so wait for it)
@@ -77,40 +78,52 @@ def demo(
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     base = out / "base"
     if not (base / "config.json").exists():
-        make_tiny(base, hidden=hidden, heads=heads, seed=seed)
+        make_tiny(base, shape=Shape(hidden=hidden, heads=heads), seed=seed)
     data = out / "data"
     if not (data / "test.jsonl").exists():
-        arithmetic.write_splits(data, seed=seed)
+        curriculum.write_splits(data, seed=seed)
     policy = out / "sft" / "policy"
     if not (policy / "config.json").exists():
         sft(base, data / "sft.jsonl", out / "sft", sft_epochs, sft_lr, seed, threads=workers)
     print(f"demo: P0 ready after {time.perf_counter() - started:.0f} s", flush=True)
 
-    prm_dir = out / "prm" / "model"
-    p0 = out / "p0" / "iter_00"
-    p0_argv = iterate_args(iterate_config, out, p0.parent, "control", seed, 0, None)
-    jobs = [Job("p0", [p0_argv], done=p0 / "metrics.json")]
-    if prm:
-        jobs.append(prm_job(out, policy, data / "dev.jsonl", prm_dir, prm_problems, prm_epochs, seed))
-    for s in range(seed, seed + seeds):
-        for mode in sorted(modes, key=START_ORDER.index):
-            run = out / "runs" / f"{mode}_seed{s}"
-            uses_prm = prm and mode in PRM_MODES
-            argv = iterate_args(iterate_config, out, run, mode, s, iterations, prm_dir if uses_prm else None)
-            done = run / f"iter_{iterations:02d}" / "metrics.json"
-            after = ("p0", "prm") if uses_prm else ("p0",)
-            jobs.append(Job(run.name, [argv], after, done, prepare=lambda run=run: share_p0(p0, run / "iter_00")))
+    runs = {(mode, s): out / "runs" / f"{mode}_seed{s}" for s in range(seed, seed + seeds) for mode in modes}
+    jobs = plan(out, iterate_config, runs, iterations, prm_problems if prm else 0, prm_epochs, seed)
     schedule(jobs, workers, out / "logs")
-    runs = [out / "runs" / f"{mode}_seed{s}" for s in range(seed, seed + seeds) for mode in modes]
 
-    from bstar_pl.report import write_report
+    from bstar_pl.report.markdown import write_report
 
     seconds = time.perf_counter() - started
-    summary = summarize(runs, data / "test.jsonl", hard_levels, seconds)
+    summary = summarize(list(runs.values()), data / "test.jsonl", hard_levels, seconds)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
-    path = write_report(runs, out / "report", hard_levels=hard_levels)
+    path = write_report(list(runs.values()), out / "report", hard_levels=hard_levels)
     print(f"\ndemo: done in {seconds:.0f} s; summary: {out / 'summary.json'}; report: {path}")
     return path
+
+
+def plan(
+    out: Path,
+    config: Path,
+    runs: dict[tuple[str, int], Path],
+    iterations: int,
+    prm_problems: int,
+    prm_epochs: int,
+    seed: int,
+) -> list[Job]:
+    """The jobs after P0: its evaluation (once, shared by every run), the PRM (labels and fit; none without
+    `prm_problems`), then every (mode, seed) run in START_ORDER, each waiting for what it needs."""
+    prm_dir, p0 = out / "prm" / "model", iteration_dir(out / "p0", 0)
+    jobs = [Job("p0", [iterate_args(config, out, p0.parent, "control", seed, 0, None)], done=p0 / "metrics.json")]
+    if prm_problems:
+        policy, dev = out / "sft" / "policy", out / "data" / "dev.jsonl"
+        jobs.append(prm_job(out, policy, dev, prm_dir, prm_problems, prm_epochs, seed))
+    for (mode, s), run in sorted(runs.items(), key=lambda item: (item[0][1], START_ORDER.index(item[0][0]))):
+        uses_prm = bool(prm_problems) and mode in PRM_MODES
+        argv = iterate_args(config, out, run, mode, s, iterations, prm_dir if uses_prm else None)
+        done = iteration_dir(run, iterations) / "metrics.json"
+        after = ("p0", "prm") if uses_prm else ("p0",)
+        jobs.append(Job(run.name, [argv], after, done, prepare=lambda run=run: share_p0(p0, iteration_dir(run, 0))))
+    return jobs
 
 
 def iterate_args(
@@ -139,7 +152,8 @@ def prm_job(out: Path, policy: Path, problems: Path, model: Path, n: int, epochs
     """Math-Shepherd labels from P0 on `n` dev problems (disjoint from pool and test), then a PRM fit on them."""
     labels = out / "prm" / "prm_data.jsonl"
     label = [*CLI, "prm-data", f"--policy={policy}", f"--problems={problems}", f"--out={labels}", f"--limit={n}"]
-    label += ["--solutions=8", "--completions=4", "--max_new_tokens=96", "--max_model_len=512", "--dtype=float32"]
+    label += ["--solutions=8", "--completions=4", "--engine.max_new_tokens=96", "--engine.max_model_len=512"]
+    label += ["--engine.dtype=float32"]
     label += [f"--seed={seed}"]
     fit = [*CLI, "prm", "fit", "--config=configs/prm/tiny.yaml", f"--model.model_path={policy}"]
     fit += [f"--model.export_dir={model}", f"--data.train_file={labels}", f"--trainer.max_epochs={epochs}"]
@@ -207,11 +221,12 @@ def sft(base: Path, train_file: Path, out: Path, epochs: int, lr: float, seed: i
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from bstar_pl.data import SFTDataModule
-    from bstar_pl.sft import SFTModule
+    from bstar_pl.train.builders import Optim
+    from bstar_pl.train.data import SFTDataModule
+    from bstar_pl.train.sft import SFTModule
 
     torch.set_num_threads(threads)
-    module = SFTModule(str(base), lr=lr, lr_min=lr / 10, warmup_steps=50, export_dir=str(out / "policy"))
+    module = SFTModule(str(base), optim=Optim(lr=lr, lr_min=lr / 10, warmup_steps=50), export_dir=str(out / "policy"))
     data = SFTDataModule(str(train_file), micro_batch_size=64, max_prompt_len=64, max_target_len=96, seed=seed)
     L.seed_everything(seed)
     trainer = L.Trainer(
@@ -233,7 +248,7 @@ def summarize(runs: list[Path], test_file: Path, hard_levels: tuple[int, ...], s
     """summary.json: per method a list over seeds of Pass@1 and hard-level Pass@1 per iteration (0 = P0) and the
     (t, τ) each iteration sampled and selected with (None where a mode samples nothing)."""
     from bstar_pl.records import Problem, read_jsonl
-    from bstar_pl.runs import levels_accuracy, load_run
+    from bstar_pl.report.runs import levels_accuracy, load_run
 
     problems = read_jsonl(test_file, Problem)
     hard = [p for p in problems if p.info.get("level") in hard_levels]

@@ -11,16 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.tensor import DTensor
 from transformers import AutoTokenizer
 
 from bstar_pl.atomic import atomic_path
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+from bstar_pl.dist import barrier, rank
 
 
 def save_hf(
@@ -36,21 +32,30 @@ def save_hf(
     weights and the config's dtype, which vLLM and transformers load in; None keeps the training dtype.
     """
     out = Path(out)
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if _rank() == 0:
-        if dtype is not None:
-            state = {name: tensor.to(dtype) for name, tensor in state.items()}
+    state = full_state(model)
+    if rank() == 0:
         with atomic_path(out, directory=True) as tmp:
-            model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            write_hf(model, state, tmp, dtype)
             AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(tmp)
-            if dtype is not None:
-                # save_pretrained records the live (float32) parameters' dtype; loaders go by this field.
-                config = json.loads((tmp / "config.json").read_text())
-                config["dtype"] = str(dtype).removeprefix("torch.")
-                (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    if dist.is_initialized():
-        dist.barrier()
+    barrier()
     return out
+
+
+def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The full (unsharded) state dict, on the CPU of rank 0 only; a collective: every rank calls it."""
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def write_hf(model: torch.nn.Module, state: dict[str, torch.Tensor], out: Path, dtype: torch.dtype | None) -> None:
+    """Save the HF model `model` with the weights `state` (cast to `dtype` if given) as a checkpoint in `out`."""
+    if dtype is not None:
+        state = {name: tensor.to(dtype) for name, tensor in state.items()}
+    model.save_pretrained(out, state_dict=state, safe_serialization=True)
+    if dtype is not None:
+        # save_pretrained records the live (float32) parameters' dtype; loaders go by this field.
+        config = json.loads((out / "config.json").read_text())
+        config["dtype"] = str(dtype).removeprefix("torch.")
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def weight_buckets(
@@ -58,7 +63,7 @@ def weight_buckets(
 ) -> Iterator[list[tuple[str, torch.Tensor]]]:
     """Yield the full weights as lists of (name, tensor in `dtype`) of about `bucket_bytes` each.
 
-    For an in-place weight swap into the sampler. Shards are cast before they are gathered (half the
+    For an in-place weight swap into the engine. Shards are cast before they are gathered (half the
     traffic in bf16); all ranks walk the state dict in the same order, so every rank must consume
     the whole iterator.
     """

@@ -218,3 +218,39 @@ def _check(hint: Any, value: Any, key: str) -> Any:
 def _json_type(value: Any) -> str:
     names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
     return names.get(type(value), "number")
+
+
+def load_examples(source: str | os.PathLike[str] | Any) -> list[SFTExample]:
+    """SFT examples from a JSON-lines file, a JSON list, a `datasets` directory or a `datasets.Dataset`.
+
+    Rows may carry more fields (`selected.jsonl` does); a malformed row fails naming file and line.
+    """
+    if not isinstance(source, str | os.PathLike):
+        return _rows(source, "dataset")
+    path = Path(source)
+    if path.is_dir():
+        import datasets
+
+        return _rows(datasets.load_from_disk(str(path)), str(path))
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RecordError(f"{path}: no such file") from None
+        except json.JSONDecodeError as e:
+            raise RecordError(f"{path}:{e.lineno}: bad JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(rows, list):
+            raise RecordError(f"{path}: expected a JSON list of {{query, output}} objects")
+        return _rows(rows, str(path))
+    return read_jsonl(path, SFTExample, ignore_unknown=True)
+
+
+def _rows(rows: Any, where: str) -> list[SFTExample]:
+    """Validate in-memory rows; errors name `where` and the row index."""
+    examples = []
+    for i, row in enumerate(rows):
+        try:
+            examples.append(from_dict(SFTExample, row, ignore_unknown=True))
+        except (TypeError, ValueError) as e:
+            raise RecordError(f"{where}[{i}]: {e}") from None
+    return examples

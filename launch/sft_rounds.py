@@ -17,9 +17,10 @@ import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from safetensors.torch import load_file
 
-from bstar_pl.data import SFTDataModule, load_examples
 from bstar_pl.export import save_hf, weight_buckets
-from bstar_pl.sft import SFTModule, fit_steps
+from bstar_pl.train.builders import Optim
+from bstar_pl.train.data import SFTDataModule, load_examples
+from bstar_pl.train.sft import SFTModule, fit_steps
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
     )
     L.seed_everything(0)
     total = args.total_steps or args.steps * len(args.data)
-    module = SFTModule(args.model, lr=args.lr, lr_min=args.lr / 100, warmup_steps=2, total_steps=total)
+    module = SFTModule(args.model, optim=Optim(lr=args.lr, lr_min=args.lr / 100, warmup_steps=2, total_steps=total))
     trainer = L.Trainer(
         accelerator="cpu" if args.cpu else "gpu",
         devices=world,

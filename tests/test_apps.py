@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from bstar_pl.isolation.sandbox import Limits
+from bstar_pl.prompt import split_response
 from bstar_pl.records import Problem, RecordError
-from bstar_pl.sandbox import Limits
 from bstar_pl.tasks import apps, get
 from bstar_pl.tasks.apps import extract_answer, grade, is_correct, load, same_output, same_value
-from bstar_pl.template import split_response
 
 FAST = Limits(test_s=1.0, wall_s=10.0)  # for programs that must fail; the rest run under APPS's 4 s a test
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from bstar_pl.prompt import prompt, split_response
 from bstar_pl.records import Problem, SFTExample, read_jsonl
-from bstar_pl.tasks import arithmetic, gsm8k
+from bstar_pl.tasks import arithmetic, curriculum, gsm8k
 from bstar_pl.tasks.arithmetic import ArithmeticSpec, check_steps, extract_answer, generate, is_correct
-from bstar_pl.template import prompt, split_response
 
 PROBLEM = Problem(id="p", question="What is 37 + 48 - 19?", answer="66")
 
@@ -86,7 +86,7 @@ def test_template_splits_steps_and_answer() -> None:
 
 
 def test_write_splits(tmp_path: Path) -> None:
-    files = arithmetic.write_splits(tmp_path, n_sft=500, n_pool=40, n_dev=10, n_test=20)
+    files = curriculum.write_splits(tmp_path, n_sft=500, n_pool=40, n_dev=10, n_test=20)
     sft = read_jsonl(files["sft"], SFTExample)
     pool, dev, test = (read_jsonl(files[k], Problem) for k in ("pool", "dev", "test"))
     assert arithmetic.load(files["pool"]) == pool and arithmetic.load(files["test"], limit=3) == test[:3]
@@ -118,12 +118,12 @@ def test_generate_level_takes_all_there_are_of_a_small_level() -> None:
 
 def test_shares_must_match_specs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="one positive share per SFT spec"):
-        arithmetic.write_splits(tmp_path, sft_specs=(ArithmeticSpec(),), sft_shares=(0.5, 0.5))
+        curriculum.write_splits(tmp_path, sft_specs=(ArithmeticSpec(),), sft_shares=(0.5, 0.5))
 
 
 def test_write_rows_gives_gsm8k_rows_with_levels_and_disjoint_splits(tmp_path: Path) -> None:
     specs = (ArithmeticSpec(2, 2, max_operand=20), ArithmeticSpec(3, 3), ArithmeticSpec(2, 2, max_operand=50))
-    files = arithmetic.write_rows(tmp_path, specs, n_pool=30, n_test=20)
+    files = curriculum.write_rows(tmp_path, specs, n_pool=30, n_test=20)
     pool, test = gsm8k.load(files["pool"]), gsm8k.load(files["test"])
     for problems, n in ((pool, 30), (test, 20)):
         levels = [p.info["level"] for p in problems]

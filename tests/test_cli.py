@@ -18,10 +18,11 @@ def test_make_data_through_the_cli(tmp_path: Path) -> None:
     assert len(read_jsonl(tmp_path / "pool.jsonl", Problem)) == 10
 
 
+@pytest.mark.slow
 def test_make_tiny_console_script(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("bstar-pl")
     done = subprocess.run(
-        [str(script), "make-tiny", "--out", str(tmp_path / "m"), "--layers", "2"],
+        [str(script), "make-tiny", "--out", str(tmp_path / "m"), "--shape.layers", "2"],
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -33,5 +34,17 @@ def test_make_tiny_console_script(tmp_path: Path) -> None:
 
 def test_print_config_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        main(["make-tiny", "--out", str(tmp_path), "--hidden", "256", "--print_config"])
+        main(["make-tiny", "--out", str(tmp_path), "--shape.hidden", "256", "--print_config"])
     assert "hidden: 256" in capsys.readouterr().out
+
+
+def test_help_lists_every_command_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from bstar_pl.cli import COMMANDS
+
+    main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0] for line in lines if line.startswith("  ")}
+    assert listed == set(COMMANDS)
+    assert {"iterate", "sft", "prm", "prm-data", "evaluate", "report", "demo"} <= listed
+    with pytest.raises(SystemExit, match="unknown command 'iterat'"):
+        main(["iterat"])

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bstar_pl.cli import main, prm_cli, sft_cli
-from bstar_pl.data import SFTDataModule
-from bstar_pl.prm import PRMModule
-from bstar_pl.prm_data import PRMDataModule
-from bstar_pl.sft import SFTModule
+from bstar_pl.cli import lightning_cli, main
+from bstar_pl.prm.data import PRMDataModule
+from bstar_pl.prm.module import PRMModule
+from bstar_pl.train.data import SFTDataModule
+from bstar_pl.train.sft import SFTModule
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
@@ -51,26 +51,31 @@ def test_sft_config_instantiates(path: Path, tmp_path: Path) -> None:
     """Module, data and trainer are built (weights load later, in configure_model); GPU configs run on
     one CPU process here, so accelerator, devices and strategy are overridden."""
     overrides = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto"]
-    cli = sft_cli(["--config", str(path), *overrides, f"--trainer.default_root_dir={tmp_path}"], run=False)
+    cli = lightning_cli("sft", ["--config", str(path), *overrides, f"--trainer.default_root_dir={tmp_path}"], run=False)
     assert isinstance(cli.model, SFTModule) and isinstance(cli.datamodule, SFTDataModule)
     assert cli.model.model is None  # nothing loaded before configure_model
-    assert cli.model.hparams.lr > cli.model.hparams.lr_min > 0
+    assert cli.model.optim.lr > cli.model.optim.lr_min > 0
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if is_prm(p)], ids=lambda p: str(p.relative_to(ROOT)))
 def test_prm_config_instantiates(path: Path, tmp_path: Path) -> None:
     overrides = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto"]
-    cli = prm_cli(["--config", str(path), *overrides, f"--trainer.default_root_dir={tmp_path}"], run=False)
+    cli = lightning_cli("prm", ["--config", str(path), *overrides, f"--trainer.default_root_dir={tmp_path}"], run=False)
     assert isinstance(cli.model, PRMModule) and isinstance(cli.datamodule, PRMDataModule)
     assert cli.model.model is None  # nothing loaded before configure_model
-    assert cli.model.hparams.lr > cli.model.hparams.lr_min > 0
+    assert cli.model.optim.lr > cli.model.optim.lr_min > 0
 
 
-def test_mistral_prm_config_has_the_paper_settings() -> None:
-    """lr 2e-6 -> 2e-7 (PRMModule's defaults), 2 epochs, batch 256, bf16."""
-    config = yaml.safe_load((ROOT / "configs" / "prm" / "mistral-7b.yaml").read_text())
-    model, trainer = PRMModule(**config["model"]), config["trainer"]
-    assert (model.hparams.lr, model.hparams.lr_min, model.hparams.param_dtype) == (2e-6, 2e-7, "bfloat16")
+def test_mistral_prm_config_has_the_paper_settings(tmp_path: Path) -> None:
+    """lr 2e-6 -> 2e-7 (PRMModule's defaults, kept where the config sets only the warmup), 2 epochs, batch 256, bf16."""
+    path = ROOT / "configs" / "prm" / "mistral-7b.yaml"
+    overrides = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto"]
+    model = lightning_cli(
+        "prm", ["--config", str(path), *overrides, f"--trainer.default_root_dir={tmp_path}"], run=False
+    ).model
+    assert (model.optim.lr, model.optim.lr_min, model.hparams.param_dtype) == (2e-6, 2e-7, "bfloat16")
+    config = yaml.safe_load(path.read_text())
+    trainer = config["trainer"]
     dp = trainer["strategy"]["init_args"]["data_parallel_size"]
     assert config["data"]["micro_batch_size"] * dp * trainer["accumulate_grad_batches"] == 256
     assert trainer["max_epochs"] == 2

@@ -10,18 +10,11 @@ import datasets
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from bstar_pl.data import (
-    IGNORE,
-    StepSampler,
-    encode,
-    load_examples,
-    padding_waste,
-    prompt_ids,
-    step_batches,
-)
-from bstar_pl.records import RecordError, Selected, SFTExample, write_jsonl
+from bstar_pl.prompt import prompt, prompt_ids
+from bstar_pl.records import RecordError, Selected, SFTExample, load_examples, write_jsonl
 from bstar_pl.tasks import arithmetic
-from bstar_pl.template import prompt
+from bstar_pl.train.batches import StepSampler, padding_waste, step_batches
+from bstar_pl.train.data import IGNORE, encode
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from bstar_pl.demo import Job, iterate_args, schedule
-from bstar_pl.tasks.arithmetic import write_splits
+from bstar_pl.tasks.curriculum import write_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 BSTAR_PL = str(Path(sys.executable).with_name("bstar-pl"))
@@ -31,6 +31,8 @@ def small_config(path: Path) -> Path:
     return path
 
 
+@pytest.mark.engine
+@pytest.mark.fit
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "demo"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
@@ -14,18 +13,11 @@ from pathlib import Path
 import pytest
 
 from bstar_pl.cli import main
-from bstar_pl.evaluate import (
-    format_table,
-    majority_correct,
-    metrics_table,
-    policy_metrics,
-    ranking_auc,
-    sample_metrics,
-    temperature_key,
-    top_all_correct,
-)
-from bstar_pl.records import Problem, Sample, Scored, read_jsonl
-from bstar_pl.tasks.arithmetic import ArithmeticSpec, check_steps, extract_answer, is_correct, write_splits
+from bstar_pl.metrics.data import format_table, sample_metrics
+from bstar_pl.metrics.policy import majority_correct, metrics_table, policy_metrics, ranking_auc, top_all_correct
+from bstar_pl.records import Problem, Sample, Scored, read_jsonl, temperature_key
+from bstar_pl.tasks.arithmetic import ArithmeticSpec, check_steps, extract_answer, is_correct
+from bstar_pl.tasks.curriculum import write_splits
 
 P1 = Problem(id="a", question="What is 1 + 2 + 3?", answer="6")
 P2 = Problem(id="b", question="What is 5 - 1?", answer="4")
@@ -227,9 +219,10 @@ def run_evaluate(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(script), "evaluate", *args], capture_output=True, text=True, env=env, timeout=600)
 
 
-ENGINE = ("--max_model_len", "512", "--max_new_tokens", "64", "--dtype", "float32")
+ENGINE = ("--engine.max_model_len", "512", "--engine.max_new_tokens", "64", "--engine.dtype", "float32")
 
 
+@pytest.mark.engine
 @pytest.mark.slow
 def test_evaluate_command_end_to_end(sft_policy: tuple[Path, Path], tmp_path: Path) -> None:
     policy, _ = sft_policy
@@ -237,12 +230,12 @@ def test_evaluate_command_end_to_end(sft_policy: tuple[Path, Path], tmp_path: Pa
     easy = ArithmeticSpec(min_terms=3, max_terms=3)
     files = write_splits(tmp_path / "data", n_sft=20, n_pool=10, n_dev=5, n_test=40, pool_spec=easy, test_spec=easy)
     out = tmp_path / "eval" / "test.json"
-    done = run_evaluate("--policy", str(policy), "--task", "arithmetic", "--data", str(files["test"]),
-                        "--out", str(out), "--k", "8", "--temperature", "1.0", "--s", "2", *ENGINE)  # fmt: skip
+    test = ("--test.task", "arithmetic", "--test.path", str(files["test"]), "--test.k", "8", "--test.s", "2")
+    done = run_evaluate("--policy", str(policy), *test, "--test.temperature", "1.0", "--out", str(out), *ENGINE)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     m = result["metrics"]
-    assert result["args"]["k"] == 8 and (m["problems"], m["k"], m["s"], m["temperature"]) == (40, 8, 2, 1.0)
+    assert result["args"]["test"]["k"] == 8 and (m["problems"], m["k"], m["s"], m["temperature"]) == (40, 8, 2, 1.0)
     assert "reward_at_k_s" not in m  # no PRM, no Reward@K-S
     assert m["pass_at_k"] > 0 and m["accuracy"] < 1 and m["sample_accuracy"] < 1  # some right, some wrong
     assert m["clean_accuracy"] <= m["accuracy"] and m["pass_at_k_s"] <= m["pass_at_k"]
@@ -261,29 +254,27 @@ def test_evaluate_command_end_to_end(sft_policy: tuple[Path, Path], tmp_path: Pa
 def test_evaluate_command_fails_on_bad_arguments_before_starting_an_engine(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    args = ["evaluate", "--policy", str(tiny_model_dir), "--task", "arithmetic", "--out", str(tmp_path / "e.json")]
-    with pytest.raises(SystemExit, match=r"config field 'data': .*missing.jsonl does not exist"):
-        main([*args, "--data", str(tmp_path / "missing.jsonl")])
+    args = ["evaluate", "--policy", str(tiny_model_dir), "--test.task", "arithmetic", "--out", str(tmp_path / "e.json")]
+    with pytest.raises(SystemExit, match=r"config field 'test.path': .*missing.jsonl does not exist"):
+        main([*args, "--test.path", str(tmp_path / "missing.jsonl")])
     (tmp_path / "t.jsonl").write_text('{"id": "1", "question": "What is 1 + 1?"}\n')
     with pytest.raises(SystemExit, match=r"t.jsonl:1: missing field 'answer'"):
-        main([*args, "--data", str(tmp_path / "t.jsonl")])
+        main([*args, "--test.path", str(tmp_path / "t.jsonl")])
     with pytest.raises(SystemExit, match=r"config field 'policy'"):
-        main([*args[:2], str(tmp_path), *args[3:], "--data", str(tmp_path / "t.jsonl")])
+        main([*args[:2], str(tmp_path), *args[3:], "--test.path", str(tmp_path / "t.jsonl")])
+    with pytest.raises(SystemExit, match=r"config field 'test.task'"):
+        main(["evaluate", "--policy", str(tiny_model_dir), "--test.path", str(tmp_path / "t.jsonl"), "--out", "x.json"])
     assert not (tmp_path / "e.json").exists()
 
 
+@pytest.mark.engine
 @pytest.mark.slow
 def test_evaluate_command_on_math500_and_gsm8k(tiny_model_dir: Path, shared_data: Path, tmp_path: Path) -> None:
     """The real test files through their own tasks (a random tiny model: the figures are ~0, the plumbing is real)."""
-    if (
-        importlib.util.find_spec("bstar_pl.tasks.math") is None
-        or importlib.util.find_spec("bstar_pl.tasks.gsm8k") is None
-    ):
-        pytest.skip("the math and gsm8k tasks (bstar_pl/tasks/math.py, gsm8k.py) are not on this branch yet")
     for task, file in (("math", "math500_test.jsonl"), ("gsm8k", "gsm8k_test.jsonl")):
         out = tmp_path / f"{task}.json"
-        done = run_evaluate("--policy", str(tiny_model_dir), "--task", task, "--data", str(shared_data / file),
-                            "--out", str(out), "--limit", "12", "--k", "2", "--s", "2", *ENGINE)  # fmt: skip
+        test = ("--test.task", task, "--test.path", str(shared_data / file), "--test.size", "12", "--test.k", "2")
+        done = run_evaluate("--policy", str(tiny_model_dir), *test, "--test.s", "2", "--out", str(out), *ENGINE)
         assert done.returncode == 0, done.stderr[-3000:]
         m = json.loads(out.read_text())["metrics"]
         assert m["problems"] == 12 and m["k"] == 2 and 0 <= m["accuracy"] <= 1

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bstar_pl.config import ConfigError
-from bstar_pl.gguf import SMOLLM2, import_gguf, packaged_gguf
+from bstar_pl.models.gguf import SMOLLM2, import_gguf, packaged_gguf
+from bstar_pl.settings import ConfigError
 
 
 def test_bad_arguments_fail_before_any_work(tmp_path: Path) -> None:
@@ -57,22 +57,25 @@ import json, sys, torch, lightning as L
 from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from safetensors.torch import load_file
-from bstar_pl.data import SFTDataModule, prompt_ids
-from bstar_pl.sampler import Sampler
-from bstar_pl.sft import SFTModule
+from bstar_pl.train.data import SFTDataModule
+from bstar_pl.prompt import prompt_ids
+from bstar_pl.engine import Engine
+from bstar_pl.settings import EngineSettings
+from bstar_pl.train.sft import SFTModule
+from bstar_pl.train.builders import Optim
 from bstar_pl.tasks import gsm8k
-from bstar_pl.template import PromptFormat
+from bstar_pl.prompt import PromptFormat
 from bstar_pl.records import SFTExample
 
 base, data, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 fmt = PromptFormat(chat=True)
 problems = gsm8k.load(data, limit=16)
-sampler = Sampler(base, dtype="float32", max_model_len=1024, max_new_tokens=40, seed=0, prompt=fmt)
+sampler = Engine(base, EngineSettings(dtype="float32", max_model_len=1024, max_new_tokens=40), seed=0, prompt=fmt)
 greedy = lambda: [s.text for s in sampler.generate(problems[:4], [0.0], 1, progress=False)]
 before = greedy()
 # A few SFT steps on the references with the chat prompt, then the new weights into the running engine.
 L.seed_everything(0)
-module = SFTModule(str(base), lr=1e-4, lr_min=1e-5, export_dir=str(out))
+module = SFTModule(str(base), optim=Optim(lr=1e-4, lr_min=1e-5), export_dir=str(out))
 dm = SFTDataModule(micro_batch_size=4, max_prompt_len=256, max_target_len=256, prompt=fmt)
 dm.set_examples([SFTExample(p.question, p.solution) for p in problems])
 L.Trainer(accelerator="cpu", devices=1, max_steps=3, logger=False, enable_checkpointing=False,
@@ -90,6 +93,8 @@ print(json.dumps({"before": before, "after": after, "transformers": reference}))
 """
 
 
+@pytest.mark.engine
+@pytest.mark.fit
 @pytest.mark.slow
 def test_sft_with_the_chat_template_then_swap_matches_transformers(
     smollm2: Path, shared_data: Path, tmp_path: Path

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from bstar_pl.isolation.deadline import CallFailed, Guard, Timeout
 from bstar_pl.records import Problem
 from bstar_pl.tasks import arc, arithmetic, grading, gsm8k, math
-from bstar_pl.tasks.guard import CallFailed, Guard, Timeout
 
 TOKENS = [
     *"0123456789+-*/^_=(),.[]{}|!$ xyzABC",

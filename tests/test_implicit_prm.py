@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bstar_pl.implicit_prm import ImplicitRewardModel
-from bstar_pl.prm import PRMModule
-from bstar_pl.prm_model import MARKER, REFERENCE_DIR, load_reward_model, save_reward_model
-from bstar_pl.scoring import PRMScorer
+from bstar_pl.prm.implicit import ImplicitRewardModel
+from bstar_pl.prm.model import MARKER, REFERENCE_DIR, load_reward_model, save_reward_model
+from bstar_pl.prm.module import PRMModule
+from bstar_pl.prm.scorer import PRMScorer
 
 QUESTION, RESPONSE = "What is 3 + 4 - 2?", "3 + 4 = 7\n\n7 - 2 = 5\n\n# Answer\n\n5"
 
@@ -58,7 +58,11 @@ def test_directory_round_trip_and_scoring(tiny_model_dir: Path, tmp_path: Path) 
         for p in model.backbone.parameters():
             p.add_(0.02 * torch.randn_like(p))
     out = save_reward_model(model, tiny_model_dir, tmp_path / "prm")
-    assert json.loads((out / MARKER).read_text()) == {"format": "bstar_pl.prm/1", "reward": "implicit", "beta": 0.5}
+    assert json.loads((out / MARKER).read_text()) == {
+        "format": "bstar_pl.prm.module/1",
+        "reward": "implicit",
+        "beta": 0.5,
+    }
     # The reference is the starting model, unchanged; the directory reloads as it was saved.
     original = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     saved_reference = AutoModelForCausalLM.from_pretrained(out / REFERENCE_DIR).state_dict()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -12,14 +13,16 @@ from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bstar_pl.cli import main
-from bstar_pl.prm import PRMModule, next_token_loss
-from bstar_pl.prm_data import PRMDataModule, collate_prm, encode_prm, write_prm
-from bstar_pl.prm_model import REFERENCE_DIR, is_prm_dir, load_reward_model
+from bstar_pl.models.tiny import Shape, make_tiny
+from bstar_pl.prm.alignment import SEP, prm_steps
+from bstar_pl.prm.data import PRMDataModule, collate_prm, encode_prm
+from bstar_pl.prm.model import REFERENCE_DIR, is_prm_dir, load_reward_model
+from bstar_pl.prm.module import PRMModule, next_token_loss
+from bstar_pl.prm.rows import write_prm
+from bstar_pl.prm.scorer import PRMScorer
 from bstar_pl.records import PRMExample
-from bstar_pl.scoring import PRMScorer
-from bstar_pl.steps import SEP, prm_steps
 from bstar_pl.tasks import arithmetic
-from bstar_pl.tiny import make_tiny
+from bstar_pl.train.builders import Optim
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 PROBLEMS = arithmetic.generate("train", 16, arithmetic.ArithmeticSpec(min_terms=3, max_terms=3), seed=3)
@@ -35,30 +38,6 @@ def examples() -> list[PRMExample]:
     return out
 
 
-class Losses(L.Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer: L.Trainer, module: PRMModule, out: dict, batch: dict, i: int) -> None:
-        self.losses.append(float(out["loss"]))
-
-
-def trainer(steps: int, losses: Losses, strategy: object = "auto") -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        strategy=strategy,
-        max_epochs=-1,
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        gradient_clip_val=1.0,
-        callbacks=[losses],
-    )
-
-
 def data(train_on: str = "all") -> PRMDataModule:
     # File order mixes good and bad examples in every batch (grouping by length would not: they differ in length).
     module = PRMDataModule(micro_batch_size=8, max_prompt_len=64, max_target_len=64, train_on=train_on, shuffle=False)
@@ -66,13 +45,19 @@ def data(train_on: str = "all") -> PRMDataModule:
     return module
 
 
-def test_fit_trains_backbone_and_head_and_exports_a_prm(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.fit
+def test_fit_trains_backbone_and_head_and_exports_a_prm(
+    tiny_model_dir: Path, tmp_path: Path, cpu_trainer: Callable, losses: Callable
+) -> None:
     L.seed_everything(0)
-    module, losses = PRMModule(str(tiny_model_dir), lr=1e-3, lr_min=1e-5, export_dir=str(tmp_path / "prm")), Losses()
+    module, recorder = (
+        PRMModule(str(tiny_model_dir), optim=Optim(lr=1e-3, lr_min=1e-5), export_dir=str(tmp_path / "prm")),
+        losses(),
+    )
     module.configure_model()
     before = {k: v.clone() for k, v in module.model.state_dict().items()}
-    trainer(3, losses).fit(module, datamodule=data())
-    assert len(losses.losses) == 3 and all(torch.isfinite(torch.tensor(losses.losses)))
+    cpu_trainer(3, [recorder]).fit(module, datamodule=data())
+    assert len(recorder.losses) == 3 and all(torch.isfinite(torch.tensor(recorder.losses)))
     after = module.model.state_dict()
     assert not torch.equal(before["head.weight"], after["head.weight"])
     assert not torch.equal(
@@ -93,15 +78,18 @@ def test_fit_trains_backbone_and_head_and_exports_a_prm(tiny_model_dir: Path, tm
     assert torch.equal(reloaded.head.weight, after["head.weight"])
 
 
+@pytest.mark.fit
 @pytest.mark.parametrize(("train_on", "reward"), [("all", "head"), ("end", "head"), ("end", "implicit")])
-def test_labels_are_learned(tiny_model_dir: Path, train_on: str, reward: str) -> None:
+def test_labels_are_learned(
+    tiny_model_dir: Path, train_on: str, reward: str, cpu_trainer: Callable, losses: Callable
+) -> None:
     """Thirty steps on 32 examples whose labels a token tells: the weighted BCE falls well below its start."""
     L.seed_everything(0)
-    module = PRMModule(str(tiny_model_dir), lr=1e-3, lr_min=1e-4, warmup_steps=3, reward=reward, beta=0.5)
-    losses = Losses()
-    trainer(30, losses).fit(module, datamodule=data(train_on))
-    first, last = sum(losses.losses[:4]) / 4, sum(losses.losses[-4:]) / 4
-    assert last < 0.6 * first, losses.losses
+    module = PRMModule(str(tiny_model_dir), optim=Optim(lr=1e-3, lr_min=1e-4, warmup_steps=3), reward=reward, beta=0.5)
+    recorder = losses()
+    cpu_trainer(30, [recorder]).fit(module, datamodule=data(train_on))
+    first, last = sum(recorder.losses[:4]) / 4, sum(recorder.losses[-4:]) / 4
+    assert last < 0.6 * first, recorder.losses
 
 
 def test_next_token_loss_counts_tokens_of_correct_steps_only() -> None:
@@ -115,7 +103,10 @@ def test_next_token_loss_counts_tokens_of_correct_steps_only() -> None:
     assert next_token_loss(changed, ids, labels).item() == pytest.approx(next_token_loss(vocab, ids, labels).item())
 
 
-def test_lm_weight_keeps_the_backbone_predicting_and_exports_no_lm_head(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.fit
+def test_lm_weight_keeps_the_backbone_predicting_and_exports_no_lm_head(
+    tiny_model_dir: Path, tmp_path: Path, cpu_trainer: Callable, losses: Callable
+) -> None:
     """With lm_weight the frozen LM head stays as loaded, the backbone keeps predicting correct steps better than
     without it, and the exported PRM is the usual directory (no LM head)."""
     reference = load_reward_model(tiny_model_dir, lm_head=True)
@@ -132,8 +123,10 @@ def test_lm_weight_keeps_the_backbone_predicting_and_exports_no_lm_head(tiny_mod
     fitted = {}
     for weight in (0.0, 1.0):
         L.seed_everything(0)
-        module = PRMModule(str(tiny_model_dir), lr=1e-3, export_dir=str(tmp_path / f"prm{weight}"), lm_weight=weight)
-        trainer(20, Losses()).fit(module, datamodule=data())
+        module = PRMModule(
+            str(tiny_model_dir), optim=Optim(lr=1e-3), export_dir=str(tmp_path / f"prm{weight}"), lm_weight=weight
+        )
+        cpu_trainer(20, [losses()]).fit(module, datamodule=data())
         fitted[weight] = module
     lm_head = fitted[1.0].model.lm_head
     assert torch.equal(lm_head.weight, reference.lm_head.weight)
@@ -148,24 +141,27 @@ def test_lm_weight_keeps_the_backbone_predicting_and_exports_no_lm_head(tiny_mod
 
 def test_lm_head_of_tied_embeddings_is_a_frozen_copy(tmp_path: Path) -> None:
     """Freezing a tied LM head must not freeze the input embeddings it shares its weight with."""
-    model = load_reward_model(make_tiny(tmp_path / "tied", tied=True), lm_head=True)
+    model = load_reward_model(make_tiny(tmp_path / "tied", shape=Shape(tied=True)), lm_head=True)
     embeddings = model.backbone.get_input_embeddings().weight
     assert torch.equal(model.lm_head.weight, embeddings)
     assert embeddings.requires_grad and not model.lm_head.weight.requires_grad
     assert model.lm_head.weight.data_ptr() != embeddings.data_ptr()
 
 
+@pytest.mark.fit
 @pytest.mark.parametrize(("reward", "lm_weight"), [("head", 0.0), ("head", 0.5), ("implicit", 0.0)])
-def test_fsdp2_on_cpu_shards_and_exports(tiny_model_dir: Path, tmp_path: Path, reward: str, lm_weight: float) -> None:
+def test_fsdp2_on_cpu_shards_and_exports(
+    tiny_model_dir: Path, tmp_path: Path, reward: str, lm_weight: float, cpu_trainer: Callable, losses: Callable
+) -> None:
     L.seed_everything(0)
     module = PRMModule(
-        str(tiny_model_dir), lr=1e-3, export_dir=str(tmp_path / "prm"), reward=reward, lm_weight=lm_weight
+        str(tiny_model_dir), optim=Optim(lr=1e-3), export_dir=str(tmp_path / "prm"), reward=reward, lm_weight=lm_weight
     )
-    losses = Losses()
+    recorder = losses()
     strategy = ModelParallelStrategy(1, 1, process_group_backend="gloo")
-    trainer(2, losses, strategy).fit(module, datamodule=data())
+    cpu_trainer(2, [recorder], strategy=strategy).fit(module, datamodule=data())
     assert all(isinstance(p, DTensor) for p in module.model.parameters())
-    assert all(torch.isfinite(torch.tensor(losses.losses)))
+    assert all(torch.isfinite(torch.tensor(recorder.losses)))
     assert (
         PRMScorer(tmp_path / "prm").score(["What is 1 + 2?"], ["1 + 2 = 3\n\n# Answer\n\n3"], progress=False)[0].aligned
     )
@@ -178,6 +174,7 @@ def test_fsdp2_on_cpu_shards_and_exports(tiny_model_dir: Path, tmp_path: Path, r
         assert not torch.equal(start[key], trained[key])
 
 
+@pytest.mark.fit
 def test_prm_fit_through_the_cli(tiny_model_dir: Path, tmp_path: Path) -> None:
     train = tmp_path / "prm.jsonl"
     write_prm(train, examples())

@@ -9,10 +9,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from bstar_pl.prm import step_loss
-from bstar_pl.prm_data import collate_prm, encode_prm, from_shepherd, read_prm, write_prm
+from bstar_pl.prm.alignment import encode_steps
+from bstar_pl.prm.data import collate_prm, encode_prm
+from bstar_pl.prm.module import step_loss
+from bstar_pl.prm.rows import from_shepherd, read_prm, write_prm
 from bstar_pl.records import PRMExample, RecordError
-from bstar_pl.steps import encode_steps
 
 GOOD = {"input": "What is 1 + 2 + 4?", "output": ["1 + 2 = 3", "3 + 4 = 8\n\n# Answer\n\n8"], "label": [1, 0]}
 QUESTION = "Tom has 3 apples and buys 4 more. How many does he have?"

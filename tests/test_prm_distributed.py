@@ -11,11 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bstar_pl.prm_data import write_prm
-from bstar_pl.prm_model import HEAD_FILE, REFERENCE_DIR
+from bstar_pl.prm.alignment import prm_steps
+from bstar_pl.prm.model import HEAD_FILE, REFERENCE_DIR
+from bstar_pl.prm.rows import write_prm
 from bstar_pl.records import PRMExample
-from bstar_pl.steps import prm_steps
 from bstar_pl.tasks import arithmetic
+
+pytestmark = pytest.mark.fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,14 +35,16 @@ def examples() -> list[PRMExample]:
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("reward", ["head", "implicit"])
-def test_two_ranks_train_the_prm_like_one(tiny_model_dir: Path, tmp_path: Path, reward: str) -> None:
+def test_two_ranks_train_the_prm_like_one(
+    tiny_model_dir: Path, tmp_path: Path, two_ranks: list[str], reward: str
+) -> None:
     write_prm(tmp_path / "prm.jsonl", examples())
     common = [
         f"--config={ROOT / 'configs' / 'prm' / 'tiny.yaml'}",
         f"--model.model_path={tiny_model_dir}",
         f"--model.reward={reward}",
         "--model.beta=0.5",
-        "--model.total_steps=3",
+        "--model.optim.total_steps=3",
         f"--data.train_file={tmp_path / 'prm.jsonl'}",
         "--data.micro_batch_size=4",
         "--trainer.max_epochs=-1",
@@ -48,14 +52,7 @@ def test_two_ranks_train_the_prm_like_one(tiny_model_dir: Path, tmp_path: Path, 
         "--trainer.enable_progress_bar=false",
         "--seed_everything=0",
     ]
-    strategy = [
-        "--trainer.devices=2",
-        "--trainer.strategy=ModelParallelStrategy",
-        "--trainer.strategy.data_parallel_size=2",
-        "--trainer.strategy.tensor_parallel_size=1",
-        "--trainer.strategy.process_group_backend=gloo",
-    ]
-    for name, extra in (("two", strategy), ("one", ["--trainer.accumulate_grad_batches=2"])):
+    for name, extra in (("two", two_ranks), ("one", ["--trainer.accumulate_grad_batches=2"])):
         out = [f"--model.export_dir={tmp_path / name}", f"--trainer.logger.save_dir={tmp_path / name}_logs"]
         run([str(Path(sys.executable).with_name("bstar-pl")), "prm", "fit", *common, *extra, *out], tmp_path)
 

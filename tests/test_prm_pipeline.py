@@ -1,7 +1,8 @@
 """The PRM recipe end to end on the arithmetic task (slow): SFT a tiny policy, label its solutions Math-Shepherd style,
-train the PRM from the policy, score held-out samples. Labels are checked against the exact step checker; AUC and
-Best-of-K against a random pick are printed (run with -s to see them). An implicit PRM from a base that knows
-more arithmetic than the policy is the one that beats a random pick (README, "Process reward model")."""
+train the PRM from the policy, score held-out samples. Labels are checked against the exact step checker, and the PRM
+must rank right answers above wrong ones (run with -s to see the figures). Which recipes beat a random pick within a
+problem (Best-of-K), the implicit PRM from a base that knows more arithmetic among them, is a measurement, not a
+regression check: bench/prm_ranking.py (README, "Process reward model")."""
 
 from __future__ import annotations
 
@@ -9,114 +10,88 @@ import gc
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
 import pytest
 
-from bstar_pl.data import SFTDataModule
-from bstar_pl.prm import PRMModule
-from bstar_pl.prm_data import PRMDataModule, read_prm
+from bstar_pl.engine import Engine
+from bstar_pl.models.tiny import make_tiny
+from bstar_pl.prm.alignment import SEP
+from bstar_pl.prm.data import PRMDataModule
+from bstar_pl.prm.module import PRMModule
+from bstar_pl.prm.rows import read_prm
+from bstar_pl.prm.scorer import PRMScorer, solution_score
+from bstar_pl.prm.shepherd import shepherd_examples
 from bstar_pl.records import PRMExample, Problem, Sample, write_jsonl
-from bstar_pl.sampler import Sampler
-from bstar_pl.scoring import PRMScorer, solution_score
-from bstar_pl.sft import SFTModule
-from bstar_pl.shepherd import shepherd_examples
-from bstar_pl.steps import SEP
+from bstar_pl.settings import EngineSettings
 from bstar_pl.tasks import arithmetic as A
-from bstar_pl.tiny import make_tiny
+from bstar_pl.train.builders import Optim
+from bstar_pl.train.data import SFTDataModule
+from bstar_pl.train.sft import SFTModule
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.engine, pytest.mark.fit]
 POOL = A.ArithmeticSpec(min_terms=3, max_terms=4)  # longer than SFT's: mixed outcomes, as in the demo
 
 
-def quiet_trainer(**kwargs: object) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        gradient_clip_val=1.0,
-        **kwargs,
-    )
-
-
-def sft(out: Path, steps: int, spec: A.ArithmeticSpec, problems: int) -> Path:
+def sft(cpu_trainer: Callable, out: Path, steps: int, spec: A.ArithmeticSpec, problems: int) -> Path:
     """The tiny model (seed 0) SFT'd `steps` steps on `problems` training problems of `spec`; returns the policy."""
     L.seed_everything(0)
-    module = SFTModule(str(make_tiny(out / "base")), lr=1e-3, lr_min=1e-5, warmup_steps=20, export_dir=str(out / "sft"))
+    module = SFTModule(
+        str(make_tiny(out / "base")), optim=Optim(lr=1e-3, lr_min=1e-5, warmup_steps=20), export_dir=str(out / "sft")
+    )
     # Length-grouped batches, as when the PRM figures in the README were measured.
     data = SFTDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96, length_group=64)
     data.set_examples(A.sft_examples(A.generate("train", problems, spec, seed=0)), steps=steps)
-    quiet_trainer(max_epochs=-1, max_steps=steps).fit(module, datamodule=data)
+    cpu_trainer(steps, gradient_clip_val=1.0).fit(module, datamodule=data)
     return out / "sft"
 
 
 @pytest.fixture(scope="module")
-def policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def policy(tmp_path_factory: pytest.TempPathFactory, cpu_trainer: Callable) -> Path:
     """The demo's SFT recipe (900 steps of 2-3 term one-digit problems): about 40% of 3-4 term samples are right.
 
     A weaker policy (500 steps: a quarter right) gave labels and a PRM no better than chance: it is the teacher.
     Left-to-right references: the policy learns faster than from random orders and becomes a teacher in 900 steps."""
-    return sft(tmp_path_factory.mktemp("pipeline"), 900, A.ArithmeticSpec(max_terms=3, random_order=False), 2000)
+    return sft(
+        cpu_trainer, tmp_path_factory.mktemp("pipeline"), 900, A.ArithmeticSpec(max_terms=3, random_order=False), 2000
+    )
 
 
 @pytest.fixture(scope="module")
-def arithmetic_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same tiny model SFT'd longer (3,000 steps) on 2-4 term problems: it knows more arithmetic than the policy,
-    as a base model does than its small policy. Its own likelihood ranks within a problem at 0.87 (README)."""
-    spec = A.ArithmeticSpec(max_terms=4, random_order=False)
-    return sft(tmp_path_factory.mktemp("arithmetic_base"), 3000, spec, 6000)
-
-
-@pytest.fixture(scope="module")
-def sampler(policy: Path) -> Iterator[Sampler]:
-    engine = Sampler(policy, dtype="float32", max_model_len=256, max_new_tokens=64, seed=0)
+def sampler(policy: Path) -> Iterator[Engine]:
+    engine = Engine(policy, EngineSettings(dtype="float32", max_model_len=256, max_new_tokens=64), seed=0)
     yield engine
     del engine
     gc.collect()
 
 
 @pytest.fixture(scope="module")
-def labelled(sampler: Sampler) -> tuple[list[Problem], list[PRMExample]]:
+def labelled(sampler: Engine) -> tuple[list[Problem], list[PRMExample]]:
     problems = A.generate("train", 200, POOL, seed=1)
     return problems, shepherd_examples(sampler, problems, A.is_correct, 8, 4, temperature=0.8, progress=False)
 
 
 @pytest.fixture(scope="module")
 def prm(
-    policy: Path, labelled: tuple[list[Problem], list[PRMExample]], tmp_path_factory: pytest.TempPathFactory
+    policy: Path,
+    labelled: tuple[list[Problem], list[PRMExample]],
+    tmp_path_factory: pytest.TempPathFactory,
+    cpu_trainer: Callable,
 ) -> Path:
     out = tmp_path_factory.mktemp("prm") / "prm"
     L.seed_everything(0)
-    module = PRMModule(str(policy), lr=3e-4, lr_min=3e-6, warmup_steps=5, export_dir=str(out))
+    module = PRMModule(str(policy), optim=Optim(lr=3e-4, lr_min=3e-6, warmup_steps=5), export_dir=str(out))
     data = PRMDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96)
     data.set_examples(labelled[1])
-    quiet_trainer(max_epochs=10).fit(module, datamodule=data)
-    return out
-
-
-@pytest.fixture(scope="module")
-def implicit_prm(arithmetic_base: Path, sampler: Sampler, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An implicit PRM from the arithmetic base on the policy's labels of 2,000 problems (README's recipe)."""
-    examples = shepherd_examples(sampler, A.generate("train", 2000, POOL, seed=1), A.is_correct, 8, 4, progress=False)
-    out = tmp_path_factory.mktemp("implicit") / "prm"
-    L.seed_everything(0)
-    module = PRMModule(
-        str(arithmetic_base), 3e-5, 3e-7, warmup_steps=5, export_dir=str(out), reward="implicit", beta=0.2
-    )
-    data = PRMDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96, train_on="end")
-    data.set_examples(examples)
-    quiet_trainer(max_epochs=2).fit(module, datamodule=data)
+    cpu_trainer(max_epochs=10).fit(module, datamodule=data)
     return out
 
 
 def exact_prefix_labels(steps: list[str], problem: Problem) -> list[float]:
     """The checkable truth for each non-final step: 1 while every step so far is a true step on terms still present."""
-    terms = A._terms(*A._parse(problem.question))
+    terms = A._terms(*A.parse(problem.question))
     ok, labels = True, []
     for step in steps[:-1]:
         m = A._STEP.match(step)
@@ -150,7 +125,7 @@ def auc(positive: list[float], negative: list[float]) -> float:
 
 
 @pytest.fixture(scope="module")
-def samples(sampler: Sampler) -> list[tuple[Problem, Sample]]:
+def samples(sampler: Engine) -> list[tuple[Problem, Sample]]:
     """8 samples at t = 0.8 of each of 300 held-out problems."""
     problems = {p.id: p for p in A.generate("dev", 300, POOL, seed=0)}
     return [(problems[s.problem_id], s) for s in sampler.generate(list(problems.values()), [0.8], 8, progress=False)]
@@ -165,49 +140,11 @@ def held_out(samples: list[tuple[Problem, Sample]], prm: Path) -> list[tuple[str
     ]
 
 
-def best_of_k(held: list[tuple[str, bool, float]]) -> tuple[float, float, float]:
-    """Best-of-K by PRM (the first of tied best), a random pick's accuracy, and the mean AUC within a problem."""
-    groups: dict[str, list[tuple[float, bool]]] = {}
-    for pid, correct, value in held:
-        groups.setdefault(pid, []).append((value, correct))
-    best = sum(max(g, key=lambda x: x[0])[1] for g in groups.values()) / len(groups)
-    random_pick = sum(sum(c for _, c in g) / len(g) for g in groups.values()) / len(groups)
-    mixed = [g for g in groups.values() if 0 < sum(c for _, c in g) < len(g)]
-    within = sum(auc([v for v, c in g if c], [v for v, c in g if not c]) for g in mixed) / max(len(mixed), 1)
-    return best, random_pick, within
-
-
 def test_prm_ranks_correct_above_incorrect_samples(samples: list[tuple[Problem, Sample]], prm: Path) -> None:
     held = held_out(samples, prm)
     value = auc([v for _, c, v in held if c], [v for _, c, v in held if not c])
     print(f"\nheld-out AUC (answer correct vs not, min step score): {value:.3f}")
     assert value >= 0.8
-
-
-@pytest.mark.xfail(
-    reason="the 1M-parameter scalar-head PRM learns which problems the policy solves, not to check a step's "
-    "arithmetic: within a problem it ranks little better than chance (AUC 0.51-0.62 over the variants in the "
-    "README), below the policy's own log-likelihood (0.68)",
-    strict=False,
-)
-def test_best_of_k_beats_a_random_pick(samples: list[tuple[Problem, Sample]], prm: Path) -> None:
-    best, random_pick, within = best_of_k(held_out(samples, prm))
-    print(f"\nBest-of-8 by PRM {best:.3f}, random pick of 8 {random_pick:.3f}; within-problem AUC {within:.3f}")
-    assert best > random_pick
-
-
-def test_best_of_k_by_an_implicit_prm_beats_a_random_pick(
-    samples: list[tuple[Problem, Sample]], implicit_prm: Path
-) -> None:
-    held = held_out(samples, implicit_prm)
-    pooled = auc([v for _, c, v in held if c], [v for _, c, v in held if not c])
-    best, random_pick, within = best_of_k(held)
-    print(
-        f"\nimplicit PRM: held-out AUC {pooled:.3f}; Best-of-8 {best:.3f}, random pick of 8 {random_pick:.3f}; "
-        f"within-problem AUC {within:.3f}"
-    )
-    assert pooled >= 0.8 and within > 0.6
-    assert best > random_pick
 
 
 def test_prm_data_command(policy: Path, tmp_path: Path) -> None:
@@ -221,8 +158,8 @@ def test_prm_data_command(policy: Path, tmp_path: Path) -> None:
             str(Path(sys.executable).with_name("bstar-pl")),
             "prm-data",
             *args,
-            "--max_new_tokens=48",
-            "--max_model_len=256",
+            "--engine.max_new_tokens=48",
+            "--engine.max_model_len=256",
         ],
         capture_output=True,
         text=True,

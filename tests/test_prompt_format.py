@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from bstar_pl.config import Config, ConfigError, Data, check, has_chat_template
-from bstar_pl.data import IGNORE, encode, prompt_ids
+from bstar_pl.config import Config, Data, check
+from bstar_pl.prm.alignment import encode_steps, prm_steps
+from bstar_pl.prompt import PLAIN, PromptFormat, prompt, prompt_ids
 from bstar_pl.records import SFTExample
-from bstar_pl.steps import encode_steps, prm_steps
-from bstar_pl.template import PLAIN, PromptFormat, prompt
+from bstar_pl.settings import ConfigError, has_chat_template
+from bstar_pl.train.data import IGNORE, encode
 
 CHATML = (
     "{% for m in messages %}{{ '<s>' + m['role'] + '\\n' + m['content'] + '</s>\\n' }}{% endfor %}"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bstar_pl.cli import main
-from bstar_pl.runs import group_runs, load_run, series
+from bstar_pl.report.runs import group_runs, load_run, series
 
 PNG = b"\x89PNG\r\n\x1a\n"
 BASE = {"bstar": 0.10, "online_rft": 0.05}

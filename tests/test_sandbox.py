@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bstar_pl import sandbox
-from bstar_pl.sandbox import Job, Limits, protections, run, run_many
+from bstar_pl.isolation import sandbox
+from bstar_pl.isolation.sandbox import Job, Limits, protections, run, run_many
 
 # Short limits for programs that must fail; roomy ones for programs that must pass (the machine may be busy).
 FAST = Limits(test_s=1.0, wall_s=3.0, startup_s=1.0, memory_mb=512, output_bytes=1 << 20)
@@ -146,7 +146,7 @@ def test_kernel_fences_hold_without_the_python_audit_hook(tmp_path: Path) -> Non
         pytest.skip(f"kernel fences not available here: {found}")
     probe = f"""
 import importlib.util, os, resource, socket, sys, threading
-spec = importlib.util.spec_from_file_location("child", {str(sandbox.CHILD)!r})
+spec = importlib.util.spec_from_file_location("fences", {str(sandbox.CHILD.with_name("fences.py"))!r})
 child = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(child)
 child.set_limits({{"cpu_s": 5, "memory_bytes": 1 << 30, "file_bytes": 1 << 20, "open_files": 64}})

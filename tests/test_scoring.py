@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bstar_pl.prm_model import HEAD_FILE, MARKER, load_reward_model, save_reward_model
+from bstar_pl.phases.score import score_samples
+from bstar_pl.prm.alignment import prm_steps
+from bstar_pl.prm.model import HEAD_FILE, MARKER, load_reward_model, save_reward_model
+from bstar_pl.prm.scorer import PRMScorer, StepScores, length_batches, solution_score
 from bstar_pl.records import Problem, Sample
-from bstar_pl.scoring import PRMScorer, StepScores, length_batches, score_samples, solution_score
-from bstar_pl.steps import prm_steps
 from bstar_pl.tasks import arithmetic
 
 QUESTION = "What is 1 + 2 + 4?"
@@ -103,19 +104,29 @@ def test_rewards_with_and_without_prm(prm_dir: Path) -> None:
     problem = Problem(id="p", question=QUESTION, answer="7")
     texts = [RESPONSES[0], RESPONSES[2], "1 + 2 = 3\n\n"]
     samples = [Sample("p", 1.0, i, t, 5, "stop") for i, t in enumerate(texts)]
-    plain = score_samples([problem], samples, arithmetic.is_correct)
+    plain = score_samples([problem], samples, arithmetic)
     assert [(s.correct, s.reward, s.step_scores, s.aligned) for s in plain] == [
         (True, 1.0, [], True),
         (False, 0.0, [], True),
         (False, 0.0, [], True),
     ]
-    scored = score_samples([problem], samples, arithmetic.is_correct, PRMScorer(prm_dir), how="min", progress=False)
+    scored = score_samples([problem], samples, arithmetic, PRMScorer(prm_dir), how="min", progress=False)
     for s in scored[:2]:
         assert s.aligned and s.reward == pytest.approx(float(s.correct) + min(s.step_scores) / 5)
         assert -1.0 <= s.reward - float(s.correct) <= 1.0
     assert (scored[2].aligned, scored[2].step_scores, scored[2].reward) == (False, [], 0.0)
     with pytest.raises(ValueError, match="unknown problem 'q'"):
-        score_samples([problem], [Sample("q", 1.0, 0, "x", 1, "stop")], arithmetic.is_correct)
+        score_samples([problem], [Sample("q", 1.0, 0, "x", 1, "stop")], arithmetic)
+
+
+def test_grading_on_several_processes_gives_the_same_rewards() -> None:
+    """`reward.workers`: the same verdicts from grading processes (each response under a deadline) as in process."""
+    problems = arithmetic.generate("dev", 6, seed=3)
+    texts = [p.solution for p in problems] + ["1 + 1 = 3\n\n# Answer\n\n3"] * len(problems)
+    samples = [Sample(p.id, 1.0, k, t, 5, "stop") for k, (p, t) in enumerate(zip(problems * 2, texts))]
+    here = score_samples(problems, samples, arithmetic)
+    assert sum(s.correct for s in here) == len(problems)
+    assert score_samples(problems, samples, arithmetic, workers=2, progress=False) == here
 
 
 def test_bpe_prm_scores(bpe_model_dir: Path, tmp_path: Path) -> None:
@@ -129,7 +140,7 @@ def test_bpe_prm_scores(bpe_model_dir: Path, tmp_path: Path) -> None:
 
 SHARDED = """
 import json, sys, torch
-from bstar_pl.scoring import PRMScorer
+from bstar_pl.prm.scorer import PRMScorer
 torch.distributed.init_process_group("gloo")
 questions, responses = json.loads(sys.argv[2])
 scores = PRMScorer(sys.argv[1], max_batch_tokens=160).score(questions, responses, progress=False)
@@ -138,6 +149,7 @@ if torch.distributed.get_rank() == 1:  # every rank holds every score: the secon
 """
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_ranks_score_like_one_process(prm_dir: Path, tmp_path: Path) -> None:
     """Each rank runs half the length batches; the gathered scores equal one process's bit for bit."""

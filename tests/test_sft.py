@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -13,11 +14,13 @@ from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bstar_pl.cli import main
-from bstar_pl.data import IGNORE, SFTDataModule, collate, encode, prompt_ids
 from bstar_pl.export import save_hf, weight_buckets
+from bstar_pl.prompt import prompt_ids
 from bstar_pl.records import SFTExample
-from bstar_pl.sft import SFTModule, WarmupCosine, fit_steps, token_loss
 from bstar_pl.tasks import arithmetic
+from bstar_pl.train.builders import Optim, WarmupCosine
+from bstar_pl.train.data import IGNORE, SFTDataModule, collate, encode
+from bstar_pl.train.sft import SFTModule, fit_steps, token_loss
 
 SPEC = arithmetic.ArithmeticSpec(max_terms=3)
 
@@ -32,29 +35,6 @@ class Record(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, module: SFTModule, batch: dict, batch_idx: int) -> None:
         self.lrs.append(module.scheduler.get_last_lr()[0])
         self.batches.append(batch["input_ids"].sum(1).tolist())
-
-
-class Losses(L.Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer: L.Trainer, module: SFTModule, out: dict, batch: dict, i: int) -> None:
-        self.losses.append(float(out["loss"]))
-
-
-def trainer(steps: int, record: L.Callback | None = None) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=-1,
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        gradient_clip_val=1.0,
-        callbacks=[record] if record else [],
-    )
 
 
 def greedy_accuracy(model: torch.nn.Module, tokenizer: AutoTokenizer, problems: list[arithmetic.Problem]) -> float:
@@ -99,16 +79,17 @@ def test_masked_positions_never_reach_the_loss(tiny_model_dir: Path) -> None:
     assert torch.isfinite(loss) and loss == loss2
 
 
-def test_two_fits_continue_one_uninterrupted_run(tiny_model_dir: Path) -> None:
+@pytest.mark.fit
+def test_two_fits_continue_one_uninterrupted_run(tiny_model_dir: Path, cpu_trainer: Callable) -> None:
     """k steps on data A then k on data B = one 2k-step run over A then B: LR, batches, optimizer, weights."""
     k, micro = 4, 4
     data_a = arithmetic.sft_examples(arithmetic.generate("train", k * micro, SPEC, seed=0))
     data_b = arithmetic.sft_examples(arithmetic.generate("train", k * micro, SPEC, seed=1))
-    hp = {"model_path": str(tiny_model_dir), "lr": 1e-3, "lr_min": 1e-5, "warmup_steps": 3, "total_steps": 2 * k}
+    hp = {"model_path": str(tiny_model_dir), "optim": Optim(lr=1e-3, lr_min=1e-5, warmup_steps=3, total_steps=2 * k)}
 
     L.seed_everything(0)
     split, rec_split = SFTModule(**hp), Record()
-    tr = trainer(0, rec_split)
+    tr = cpu_trainer(0, [rec_split])
     data = SFTDataModule(micro_batch_size=micro, shuffle=False, max_prompt_len=64, max_target_len=64)
     fit_steps(tr, split, data, data_a, k)
     fit_steps(tr, split, data, data_b, k)
@@ -116,7 +97,7 @@ def test_two_fits_continue_one_uninterrupted_run(tiny_model_dir: Path) -> None:
     L.seed_everything(0)
     whole, rec_whole = SFTModule(**hp), Record()
     data = SFTDataModule(micro_batch_size=micro, shuffle=False, max_prompt_len=64, max_target_len=64)
-    fit_steps(trainer(0, rec_whole), whole, data, data_a + data_b, 2 * k)
+    fit_steps(cpu_trainer(0, [rec_whole]), whole, data, data_a + data_b, 2 * k)
 
     schedule = WarmupCosine(3, 2 * k, 1e-2)
     assert rec_split.lrs == pytest.approx([1e-3 * schedule(s) for s in range(2 * k)])
@@ -129,22 +110,25 @@ def test_two_fits_continue_one_uninterrupted_run(tiny_model_dir: Path) -> None:
     assert not torch.equal(start["model.layers.0.mlp.up_proj.weight"], split.model.model.layers[0].mlp.up_proj.weight)
 
 
-def test_a_new_process_resumes_from_a_checkpoint_like_the_same_process(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.fit
+def test_a_new_process_resumes_from_a_checkpoint_like_the_same_process(
+    tiny_model_dir: Path, tmp_path: Path, cpu_trainer: Callable
+) -> None:
     """The driver's resume path: new module and trainer + ckpt_path continue as the old ones would."""
     k, micro = 3, 4
     data_a = arithmetic.sft_examples(arithmetic.generate("train", 40, SPEC, seed=0))
     data_b = arithmetic.sft_examples(arithmetic.generate("train", 40, SPEC, seed=1))
-    hp = {"model_path": str(tiny_model_dir), "lr": 1e-3, "warmup_steps": 2, "total_steps": 4 * k}
+    hp = {"model_path": str(tiny_model_dir), "optim": Optim(lr=1e-3, warmup_steps=2, total_steps=4 * k)}
     runs = []
     for resume in (False, True):
         L.seed_everything(0)
         module, record = SFTModule(**hp), Record()
-        tr = trainer(0, record)
+        tr = cpu_trainer(0, [record])
         data = SFTDataModule(micro_batch_size=micro, max_prompt_len=64, max_target_len=64)
         fit_steps(tr, module, data, data_a, k)
         if resume:
             tr.save_checkpoint(tmp_path / "iter0.ckpt")
-            module, tr = SFTModule(**hp), trainer(0, record)
+            module, tr = SFTModule(**hp), cpu_trainer(0, [record])
             data = SFTDataModule(micro_batch_size=micro, max_prompt_len=64, max_target_len=64)
         fit_steps(tr, module, data, data_b, k, ckpt_path=tmp_path / "iter0.ckpt" if resume else None)
         assert tr.global_step == 2 * k and module.scheduler.last_epoch == 2 * k
@@ -155,69 +139,72 @@ def test_a_new_process_resumes_from_a_checkpoint_like_the_same_process(tiny_mode
         torch.testing.assert_close(weights_b[name], tensor, rtol=0, atol=0, msg=name)
 
 
-def two_steps(tiny_model_dir: Path, **options: bool | int) -> SFTModule:
-    module = SFTModule(str(tiny_model_dir), lr=1e-3, total_steps=2, **options)
+def two_steps(cpu_trainer: Callable, tiny_model_dir: Path, **options: bool | int) -> SFTModule:
+    module = SFTModule(str(tiny_model_dir), optim=Optim(lr=1e-3, total_steps=2), **options)
     data = SFTDataModule(micro_batch_size=4, shuffle=False, max_prompt_len=64, max_target_len=64)
-    fit_steps(trainer(0), module, data, arithmetic.sft_examples(arithmetic.generate("train", 8, SPEC)), 2)
+    fit_steps(cpu_trainer(0), module, data, arithmetic.sft_examples(arithmetic.generate("train", 8, SPEC)), 2)
     return module
 
 
-def test_frozen_parts_stay_put_and_the_rest_trains(tiny_model_dir: Path) -> None:
-    module = two_steps(tiny_model_dir, freeze_embeddings=True, freeze_norms=True, freeze_lm_head=True)
+@pytest.mark.fit
+def test_frozen_parts_stay_put_and_the_rest_trains(tiny_model_dir: Path, cpu_trainer: Callable) -> None:
+    module = two_steps(cpu_trainer, tiny_model_dir, freeze_embeddings=True, freeze_norms=True, freeze_lm_head=True)
     start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     for name, tensor in module.model.state_dict().items():
         frozen = "embed_tokens" in name or "norm" in name or "lm_head" in name
         assert torch.equal(tensor, start[name]) == frozen, name
 
 
-def test_freeze_layers_keeps_the_embeddings_and_the_lowest_layers_fixed(tiny_model_dir: Path) -> None:
-    module = two_steps(tiny_model_dir, freeze_layers=1)
+@pytest.mark.fit
+def test_freeze_layers_keeps_the_embeddings_and_the_lowest_layers_fixed(
+    tiny_model_dir: Path, cpu_trainer: Callable
+) -> None:
+    module = two_steps(cpu_trainer, tiny_model_dir, freeze_layers=1)
     start = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     assert module.model.config.num_hidden_layers > 1
     for name, tensor in module.model.state_dict().items():
         frozen = "embed_tokens" in name or "layers.0." in name
         assert torch.equal(tensor, start[name]) == frozen, name
     with pytest.raises(ValueError, match="freeze_layers is 99"):
-        two_steps(tiny_model_dir, freeze_layers=99)
+        two_steps(cpu_trainer, tiny_model_dir, freeze_layers=99)
 
 
-def test_activation_checkpointing_changes_memory_not_results(tiny_model_dir: Path) -> None:
-    plain, recomputed = two_steps(tiny_model_dir), two_steps(tiny_model_dir, activation_checkpointing=True)
+@pytest.mark.fit
+def test_activation_checkpointing_changes_memory_not_results(tiny_model_dir: Path, cpu_trainer: Callable) -> None:
+    plain, recomputed = (
+        two_steps(cpu_trainer, tiny_model_dir),
+        two_steps(cpu_trainer, tiny_model_dir, activation_checkpointing=True),
+    )
     assert recomputed.model.is_gradient_checkpointing and not plain.model.is_gradient_checkpointing
     for (name, a), b in zip(plain.model.state_dict().items(), recomputed.model.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
 
 
-def test_bf16_compute_keeps_fp32_master_weights_under_fsdp2(tiny_model_dir: Path) -> None:
+@pytest.mark.fit
+def test_bf16_compute_keeps_fp32_master_weights_under_fsdp2(
+    tiny_model_dir: Path, cpu_trainer: Callable, losses: Callable
+) -> None:
     """param_dtype="bfloat16" (the GPU setting) through FSDP2's MixedPrecisionPolicy, one gloo rank."""
     examples = arithmetic.sft_examples(arithmetic.generate("train", 16, SPEC))
-    losses = {}
+    found = {}
     try:
         for dtype in ("float32", "bfloat16"):
             L.seed_everything(0)
-            module, record = SFTModule(str(tiny_model_dir), lr=1e-3, total_steps=2, param_dtype=dtype), Losses()
-            tr = L.Trainer(
-                accelerator="cpu",
-                devices=1,
-                strategy=ModelParallelStrategy(1, 1, process_group_backend="gloo"),
-                max_epochs=-1,
-                max_steps=0,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                callbacks=[record],
+            module, record = (
+                SFTModule(str(tiny_model_dir), optim=Optim(lr=1e-3, total_steps=2), param_dtype=dtype),
+                losses(),
             )
+            tr = cpu_trainer(0, [record], strategy=ModelParallelStrategy(1, 1, process_group_backend="gloo"))
             data = SFTDataModule(micro_batch_size=4, shuffle=False, max_prompt_len=64, max_target_len=64)
             fit_steps(tr, module, data, examples, 2)
-            losses[dtype] = record.losses
+            found[dtype] = record.losses
             assert all(isinstance(p, DTensor) and p.dtype == torch.float32 for p in module.model.parameters())
         assert [t.dtype for b in weight_buckets(module.model) for _, t in b] == [torch.bfloat16] * 39
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    assert losses["float32"] != losses["bfloat16"]
-    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.02)
+    assert found["float32"] != found["bfloat16"]
+    assert found["bfloat16"] == pytest.approx(found["float32"], rel=0.02)
 
 
 def test_export_writes_a_loadable_checkpoint_and_buckets(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -239,19 +226,23 @@ def test_export_writes_a_loadable_checkpoint_and_buckets(tiny_model_dir: Path, t
     assert next(module.model.parameters()).dtype == torch.float32  # only the copy was cast
 
 
+@pytest.mark.fit
 @pytest.mark.slow
-def test_sft_learns_arithmetic(tiny_model_dir: Path) -> None:
+def test_sft_learns_arithmetic(tiny_model_dir: Path, cpu_trainer: Callable, losses: Callable) -> None:
     """150 steps at batch 32 on one-digit sums: loss falls, greedy test accuracy rises from 0."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     test = arithmetic.generate("test", 200, SPEC, seed=0)
     train = arithmetic.sft_examples(arithmetic.generate("train", 2000, SPEC, seed=0))
     L.seed_everything(0)
-    module, steps = SFTModule(str(tiny_model_dir), lr=3e-3, lr_min=3e-5, warmup_steps=10, total_steps=150), 150
+    module, steps = (
+        SFTModule(str(tiny_model_dir), optim=Optim(lr=3e-3, lr_min=3e-5, warmup_steps=10, total_steps=150)),
+        150,
+    )
     module.configure_model()
     before = greedy_accuracy(module.model, tokenizer, test)
     data = SFTDataModule(micro_batch_size=32, max_prompt_len=64, max_target_len=96)
-    record = Losses()
-    fit_steps(trainer(0, record), module, data, train, steps)
+    record = losses()
+    fit_steps(cpu_trainer(0, [record]), module, data, train, steps)
     losses = record.losses
     after = greedy_accuracy(module.model, tokenizer, test)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
@@ -261,6 +252,7 @@ def test_sft_learns_arithmetic(tiny_model_dir: Path) -> None:
     assert module.model.training
 
 
+@pytest.mark.fit
 def test_sft_fit_on_a_malformed_file_ends_in_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"query": "q", "output": "o"}\n{"query": "q", "outptu": "o"}\n')
     config = Path(__file__).resolve().parents[1] / "configs" / "sft" / "tiny.yaml"

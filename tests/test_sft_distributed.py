@@ -15,6 +15,8 @@ from transformers import AutoModelForCausalLM
 from bstar_pl.records import write_jsonl
 from bstar_pl.tasks import arithmetic
 
+pytestmark = pytest.mark.fit
+
 SPEC = arithmetic.ArithmeticSpec(max_terms=3)
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +27,7 @@ def cli(*args: str, cwd: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_two_ranks_fit_resume_and_export_like_one(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_two_ranks_fit_resume_and_export_like_one(tiny_model_dir: Path, tmp_path: Path, two_ranks: list[str]) -> None:
     """FSDP2 over 2 gloo ranks: 3 steps, save, resume for 3 more, export == 1 process accumulating 2."""
     write_jsonl(tmp_path / "sft.jsonl", arithmetic.sft_examples(arithmetic.generate("train", 200, SPEC, seed=0)))
     config = ROOT / "configs" / "sft" / "tiny.yaml"
@@ -35,19 +37,12 @@ def test_two_ranks_fit_resume_and_export_like_one(tiny_model_dir: Path, tmp_path
         f"--data.train_file={tmp_path / 'sft.jsonl'}",
         "--data.micro_batch_size=8",
         "--data.steps=3",
-        "--model.total_steps=6",
-        "--model.warmup_steps=2",
+        "--model.optim.total_steps=6",
+        "--model.optim.warmup_steps=2",
         "--trainer.enable_progress_bar=false",
         "--seed_everything=0",
     ]
-    strategy = [
-        "--trainer.devices=2",
-        "--trainer.strategy=ModelParallelStrategy",
-        "--trainer.strategy.data_parallel_size=2",
-        "--trainer.strategy.tensor_parallel_size=1",
-        "--trainer.strategy.process_group_backend=gloo",
-    ]
-    two = [*common, *strategy, f"--trainer.logger.save_dir={tmp_path / 'two'}"]
+    two = [*common, *two_ranks, f"--trainer.logger.save_dir={tmp_path / 'two'}"]
     cli(*two, "--trainer.max_epochs=1", f"--model.export_dir={tmp_path / 'two_first'}", cwd=tmp_path)
     (ckpt,) = (tmp_path / "two").glob("lightning_logs/version_0/checkpoints/*.ckpt")
     assert ckpt.is_dir()  # sharded: one file per rank plus metadata

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from bstar_pl.prm.shepherd import step_labels
 from bstar_pl.records import Problem
-from bstar_pl.shepherd import step_labels
 from bstar_pl.tasks import arithmetic
 
 PROBLEM = Problem(id="p", question="What is 2 + 3 - 1?", answer="4")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bstar_pl.config import ConfigError
-from bstar_pl.split import split
+from bstar_pl.settings import ConfigError
 from bstar_pl.tasks import gsm8k
+from bstar_pl.tasks.split import split
 
 ROWS = [
     {"question": f"Tom has {i} apples and buys 2 more. How many now?", "answer": f"{i} + 2\n#### {i + 2}"}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bstar_pl.isolation.pool import grade_all
+from bstar_pl.prompt import split_response
 from bstar_pl.records import Problem
 from bstar_pl.tasks import final_answer, grading, gsm8k, math
-from bstar_pl.tasks.batch import grade_all
-from bstar_pl.template import split_response
 
 MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 

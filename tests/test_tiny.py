@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from bstar_pl.models.tiny import Shape, build_model, make_tiny
+from bstar_pl.prompt import prompt
 from bstar_pl.tasks import arithmetic
-from bstar_pl.template import prompt
-from bstar_pl.tiny import build_model, make_tiny
 
 
 def test_tokenizer_round_trips_the_format_exactly(tiny_model_dir: Path) -> None:
@@ -39,21 +39,22 @@ def test_transformers_loads_and_generates(tiny_model_dir: Path) -> None:
 
 
 def test_same_seed_same_weights_and_different_seed_different_weights(tmp_path: Path, tiny_model_dir: Path) -> None:
-    a = make_tiny(tmp_path / "a", layers=2)
-    b = make_tiny(tmp_path / "b", layers=2, seed=1)
+    a = make_tiny(tmp_path / "a", shape=Shape(layers=2))
+    b = make_tiny(tmp_path / "b", shape=Shape(layers=2), seed=1)
     assert (a / "tokenizer.json").read_bytes() == (tiny_model_dir / "tokenizer.json").read_bytes()
     wa = AutoModelForCausalLM.from_pretrained(a).state_dict()
     wb = AutoModelForCausalLM.from_pretrained(b).state_dict()
     assert wa.keys() == wb.keys() and not torch.equal(wa["lm_head.weight"], wb["lm_head.weight"])
-    again = AutoModelForCausalLM.from_pretrained(make_tiny(tmp_path / "a2", layers=2)).state_dict()
+    again = AutoModelForCausalLM.from_pretrained(make_tiny(tmp_path / "a2", shape=Shape(layers=2))).state_dict()
     assert all(torch.equal(wa[k], again[k]) for k in wa)
 
 
 def test_head_dimension_below_what_vllm_cpu_supports_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
     with pytest.raises(ValueError, match="head dimension >= 32"):
-        build_model(tmp_path, AutoTokenizer.from_pretrained(tiny_model_dir), hidden=64, heads=4)
+        build_model(tmp_path, AutoTokenizer.from_pretrained(tiny_model_dir), Shape(hidden=64, heads=4))
 
 
+@pytest.mark.engine
 def test_vllm_engine_samples_several_at_two_temperatures_in_one_call(tiny_model_dir: Path) -> None:
     from vllm import LLM, SamplingParams
 

@@ -18,11 +18,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bstar_pl.isolation.sandbox import Job, Limits, Result, run_many
+from bstar_pl.prompt import solution as format_solution
+from bstar_pl.prompt import split_response
 from bstar_pl.records import Problem, RecordError
-from bstar_pl.sandbox import Job, Limits, Result, run_many
 from bstar_pl.tasks.loading import read_rows
-from bstar_pl.template import solution as format_solution
-from bstar_pl.template import split_response
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ LIMITS = Limits()
 _FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 _INT = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+check_steps = None  # a right answer's steps cannot be verified here (the PRM judges them)
 
 
 def load(source: str | os.PathLike[str] | Iterable[dict[str, Any]], limit: int | None = None) -> list[Problem]:

@@ -18,6 +18,9 @@ LETTERS = "ABCDEFGH"
 INSTRUCTION = 'Reason step by step, then end with "Final answer: (X)", where X is the letter of the correct choice.'
 
 
+check_steps = None  # a right answer's steps cannot be verified here (the PRM judges them)
+
+
 def load(source: Source, limit: int | None = None) -> list[Problem]:
     """ARC problems; `question` holds the question, the lettered choices and the answer instruction."""
     return load_problems(source, limit, problem)

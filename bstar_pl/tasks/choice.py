@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
+from bstar_pl.prompt import split_response
 from bstar_pl.tasks.final_answer import last_boxed
-from bstar_pl.template import split_response
 
 # A chosen letter: (C), [C], **C**, \text{C} or C alone. A bare letter must be a capital not followed by
 # a letter, so that "Final answer: a dry palm" is no "A" and "Dry palms" no "D".

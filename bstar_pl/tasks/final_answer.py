@@ -11,7 +11,7 @@ import re
 from math_verify import ExprExtractionConfig, LatexExtractionConfig
 from math_verify.parser import get_extraction_regexes
 
-from bstar_pl.template import split_response
+from bstar_pl.prompt import split_response
 
 TAIL_CHARS = 600  # the fallback reads this much of the end; its regexes are quadratic in the worst case
 LONE_ANSWER_CHARS = 100  # a marker-less one-line response up to this long is a bare answer

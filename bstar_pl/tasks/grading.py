@@ -18,7 +18,8 @@ from decimal import Decimal
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-from bstar_pl.tasks import forms, guard
+from bstar_pl.isolation import deadline as guard
+from bstar_pl.tasks import forms
 
 SOFT_TIMEOUT = 1.0  # CPU seconds of math-verify work per comparison, stopped by a timer in the grading process
 HARD_TIMEOUT = 1.5  # wall seconds before the grading process is killed (C code that no timer interrupts)

@@ -4,7 +4,7 @@ Rows are `{question, answer}` with the rationale ending `#### n` (openai/grade-s
 `{question, ground_truth}` ending `A: n` (its example_model_solutions file). Answers may carry thousands
 separators (`#### 1,450,000`) and signs; grading is numeric through the math grader. An optional integer
 `level` goes to `Problem.info["level"]`, by which evaluation splits its metrics: any file of such rows, e.g.
-arithmetic written for an instruct model (`arithmetic.write_rows`), is graded by its free-form final number.
+arithmetic written for an instruct model (`curriculum.write_rows`), is graded by its free-form final number.
 """
 
 from __future__ import annotations
@@ -13,15 +13,18 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from bstar_pl.prompt import solution
 from bstar_pl.records import Problem
 from bstar_pl.tasks import final_answer, grading
 from bstar_pl.tasks.loading import Source, load_problems, optional_id, text_field
-from bstar_pl.template import solution
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")  # "16 - 3 = <<16-3=13>>13": the annotation a calculator filled in
 # Arithmetic left to do: an operator between two numbers ("4 + 8", "3*5", "2 × (4"); a sign alone is none.
 _UNEVALUATED = re.compile(r"\d\s*(?:[-+*/×÷^]|\\times|\\cdot|\\div)\s*[-(]?\s*\d")
 _NUMBER_WITH_UNIT = re.compile(r"(-?[\d,]*\.?\d+)\s*[A-Za-z][A-Za-z ]*")  # "18 dollars"
+
+
+check_steps = None  # a right answer's steps cannot be verified here (the PRM judges them)
 
 
 def load(source: Source, limit: int | None = None) -> list[Problem]:

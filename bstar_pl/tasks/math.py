@@ -11,14 +11,17 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from bstar_pl.prompt import solution
 from bstar_pl.records import Problem
 from bstar_pl.tasks import final_answer, grading
 from bstar_pl.tasks.loading import Source, load_problems, optional_id, text_field
-from bstar_pl.template import solution
 
 _LEVEL = re.compile(r"(?:Level\s*)?(\d+)")
 # MATH's wording for several answers in any order ("Enter all the solutions, separated by commas").
 _ANY_ORDER = re.compile(r"separated by commas|in any order", re.IGNORECASE)
+
+
+check_steps = None  # a right answer's steps cannot be verified here (the PRM judges them)
 
 
 def load(source: Source, limit: int | None = None) -> list[Problem]:
