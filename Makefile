@@ -30,7 +30,7 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/bstar-pl demo --config configs/demo/tiny.yaml $(ARGS)
 
-# The real-model check (about 80 min on 2 idle cores; not part of the tests): SmolLM2-135M-Instruct from its GGUF,
+# The real-model check (63 min on 2 idle cores; not part of the tests): SmolLM2-135M-Instruct from its GGUF,
 # no SFT, on two levels of arithmetic; B-STaR and Online RFT side by side, one core each, from the same start;
 # then the report over every seed run so far and the swap check of every iteration (engine greedy after the
 # in-place swap = transformers). `make real-check SEED=1` adds a seed.
@@ -54,7 +54,7 @@ real-check: real-data
 		--test held_out --n 8; done
 
 # Its control, at the same compute: Online RFT at B-STaR's t = 0.6 with every sample selected (τ = -1), so what
-# it learns is the model's own style, without the reward (~70 min on one core).
+# it learns is the model's own style, without the reward (one core).
 real-control: real-data
 	$(VENV)/bin/bstar-pl iterate --config $(REAL_CONFIG) --seed $(SEED) --mode online_rft \
 		--selection.temperature 0.6 --selection.threshold=-1 --out $(REAL)/unfiltered_seed$(SEED) \
