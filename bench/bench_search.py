@@ -28,6 +28,7 @@ import json
 import os
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -116,18 +117,23 @@ def replay(args: argparse.Namespace) -> None:
                 f"expected score {best:.4f}; best per temperature {np.round(expected.max(axis=1), 4).tolist()}, "
                 f"std of one full search's per-temperature best {np.round(draws.max(axis=2).std(axis=0), 4).tolist()}"
             )
-            runs = {f"full, {n} queries": (strategies.Strategy("full"), n) for n in args.full_queries}
-            runs |= {f"halving budget={b}": (strategies.Strategy("halving", budget=b), None) for b in args.budgets}
+            runs = {}
+            for c in args.confidences:
+                pick = replace(spec, confidence=c)
+                runs |= {f"full {n}q, c={c}": (strategies.Strategy("full"), n, pick) for n in args.full_queries}
+                runs |= {
+                    f"halving {b}, c={c}": (strategies.Strategy("halving", budget=b), None, pick) for b in args.budgets
+                }
             # The full search of replay k: the same seed hands every strategy the same responses per
             # (temperature, query), so it sees a superset of what a cheaper strategy of replay k sees.
             grids = [
                 strategies.full(spec, rec.draw(np.random.default_rng(k)), problems).result for k in range(args.replays)
             ]
-            for name, (strategy, n) in runs.items():
+            for name, (strategy, n, picking) in runs.items():
                 spent, agree, t_agree, paired, regret, picks = [], 0, 0, 0, [], []
                 for k in range(args.replays):
                     draw = rec.draw(np.random.default_rng(k))
-                    out = strategies.run(strategy, spec, draw, problems[:n], pool_responses)
+                    out = strategies.run(strategy, picking, draw, problems[:n], pool_responses)
                     grid = grids[k]
                     cell = out.result.best
                     spent.append(out.responses / pool_responses)
@@ -165,6 +171,7 @@ def main() -> None:
     rep.add_argument("--n_target", type=int, default=2000)
     rep.add_argument("--budgets", type=float, nargs="+", default=(0.2, 0.5))
     rep.add_argument("--full_queries", type=int, nargs="+", default=(64, 16), help="full searches on the first N")
+    rep.add_argument("--confidences", type=float, nargs="+", default=(0.0,), help="search.confidence values")
     rep.add_argument("--replays", type=int, default=200)
     rep.add_argument("--references", type=int, default=200)
     rep.add_argument("--tolerance", type=float, default=0.01)

@@ -135,11 +135,44 @@ def averaged(scores: np.ndarray, selected: np.ndarray, over: Over) -> tuple[np.n
     return np.where(c > 0, scores.sum(axis=1) / np.maximum(c, 1), 0.0), counted
 
 
+def contributions(x: np.ndarray, counted: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(H, Q): each query's linearised share of each threshold's score, u_i = (bs_i - score · c_i) / mean(c)
+    with c_i = 1 where the mean counts query i (the delta method for a ratio of two sums); its mean is 0 and
+    its spread over the queries gives the score's standard error."""
+    share = np.maximum(counted.mean(axis=1), 1e-12)
+    return (x - scores[:, None] * counted) / share[:, None]
+
+
+def standard_errors(u: np.ndarray) -> np.ndarray:
+    """(H,) from `contributions`' (H, Q): the standard error of each score over the queries (inf for one)."""
+    if u.shape[1] < 2:
+        return np.full(len(u), np.inf)
+    return u.std(axis=1, ddof=1) / math.sqrt(u.shape[1])
+
+
+def estimate(
+    cands: Candidates, thresholds: Sequence[float], n_target: int, n_star: int, over: Over = "selected"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(H,) balance scores of the data selected at each threshold (the rule in the module doc), and their
+    standard errors over the queries."""
+    x, selected = per_query(cands, thresholds, n_target, n_star)
+    scores, counted = averaged(x, selected, over)
+    return scores, standard_errors(contributions(x, counted, scores))
+
+
 def balance_scores(
     cands: Candidates, thresholds: Sequence[float], n_target: int, n_star: int, over: Over = "selected"
 ) -> np.ndarray:
     """(H,): the balance score of the data selected at each threshold (the rule in the module doc)."""
     return averaged(*per_query(cands, thresholds, n_target, n_star), over)[0]
+
+
+def pick(scores: np.ndarray, errors: np.ndarray, confidence: float = 0.0) -> int:
+    """The flat index of the first cell with the best score (the paper's rule), or with `confidence` > 0 the
+    best lower bound score - confidence · standard error: the maximum of many noisy cells is biased towards
+    the noisiest (a strict threshold leaves few queries), and the bound prefers what holds over the queries."""
+    objective = scores if confidence == 0 else scores - confidence * errors
+    return int(np.argmax(objective))
 
 
 @dataclass(frozen=True)
@@ -150,6 +183,7 @@ class SearchResult:
     thresholds: list[float]
     scores: np.ndarray  # (T, H)
     best: tuple[int, int]
+    errors: np.ndarray  # (T, H) standard errors over the queries
 
     @property
     def temperature(self) -> float:
@@ -171,14 +205,17 @@ def search(
     n_target: int,
     n_star: int,
     over: Over = "selected",
+    confidence: float = 0.0,
 ) -> SearchResult:
     """Score every (temperature, threshold) cell; the best is the first maximum in grid order (lowest
-    temperature, then lowest threshold), so equal scores resolve the same way every time."""
+    temperature, then lowest threshold), so equal scores resolve the same way every time; with `confidence`,
+    the first maximum of the lower bound (`pick`)."""
     if len(per_temperature) != len(temperatures) or not temperatures or not thresholds:
         raise ValueError("search needs one candidate set per temperature and a non-empty grid")
-    scores = np.stack([balance_scores(c, thresholds, n_target, n_star, over) for c in per_temperature])
-    best = np.unravel_index(int(np.argmax(scores)), scores.shape)
-    return SearchResult(list(temperatures), list(thresholds), scores, (int(best[0]), int(best[1])))
+    estimates = [estimate(c, thresholds, n_target, n_star, over) for c in per_temperature]
+    scores, errors = np.stack([s for s, _ in estimates]), np.stack([e for _, e in estimates])
+    best = np.unravel_index(pick(scores, errors, confidence), scores.shape)
+    return SearchResult(list(temperatures), list(thresholds), scores, (int(best[0]), int(best[1])), errors)
 
 
 def select(cands: Candidates, threshold: float, n_target: int) -> list[int]:

@@ -72,7 +72,9 @@ class Search:
     paper: a query with nothing selected counts as 0, so the score sees how many queries the data covers).
     `strategy` (phases/search.py): "full" samples every query at every temperature (the paper's search);
     "halving" races the temperatures over rounds of fresh queries within `budget` x the pool's responses,
-    dropping a temperature `z` standard errors below the leader or in the worse half."""
+    dropping a temperature `z` standard errors below the leader or in the worse half. `confidence` (beyond the
+    paper; 0 = its maximum): pick the cell with the best lower bound, score - confidence x its standard error
+    over the search queries, instead of the best score, which favours cells that few queries decide."""
 
     temperatures: Grid = field(default_factory=lambda: Grid(0.5, 1.2, 0.05))
     thresholds: Grid = field(default_factory=lambda: Grid(-1.0, 1.0, 0.01))
@@ -81,6 +83,7 @@ class Search:
     strategy: Literal["full", "halving"] = "full"
     budget: float = 0.2
     z: float = 2.0
+    confidence: float = 0.0
 
 
 @dataclass
@@ -211,3 +214,4 @@ def check_search(search: Search) -> None:
     need(search.samples >= 1, "search.samples", "must be >= 1")
     need(search.budget > 0, "search.budget", "must be > 0 (a share of the pool's responses)")
     need(search.z > 0, "search.z", "must be > 0")
+    need(search.confidence >= 0, "search.confidence", "must be >= 0 (standard errors below the score)")

@@ -60,6 +60,7 @@ def changed(cfg: Config, path: str, value: object) -> Config:
         ("search.temperatures", Grid(-0.5, 1.0, 0.5), "search.temperatures"),
         ("search.thresholds", Grid(1.0, 0.0, 0.1), "search.thresholds"),
         ("search.budget", 0.0, "search.budget"),
+        ("search.confidence", -1.0, "search.confidence"),
         ("selection.temperature", -1.0, "selection.temperature"),
         ("reward.aggregate", "prod", "reward.aggregate"),  # a product of clipped logits means nothing
         ("reward.prm", Path("/nonexistent"), "reward.prm"),
@@ -127,6 +128,7 @@ def test_every_iterate_config_passes_check_with_stub_paths(path: Path, cfg: Conf
 
 def test_search_selection_and_train_defaults_are_the_papers() -> None:
     assert (Search().samples, Search().temperatures.values()[0], Search().temperatures.values()[-1]) == (64, 0.5, 1.2)
+    assert (Search().strategy, Search().confidence) == ("full", 0.0)
     assert len(Search().thresholds.values()) == 201 and Selection().n_target == 67_500
     assert (Train().steps, Train().lr, Train().lr_min, Train().weight_decay) == (500, 4.12e-6, 2e-7, 0.0)
     assert arithmetic.check_steps is not None  # the one task whose steps can be verified

@@ -110,3 +110,37 @@ def test_a_budget_below_one_query_per_round_still_samples_one_and_writes_plain_j
     assert [len(ids) for _, ids, _ in calls] == [1] * len(calls)
     assert out.rounds[0]["estimates"]["0.6"]["stderr"] is None  # one query: no spread to measure
     json.dumps(out.rounds, allow_nan=False)
+
+
+def test_every_cell_carries_the_standard_error_of_its_score() -> None:
+    draw, _ = synthetic({0.6: 0.3, 0.8: 0.5, 1.0: 0.4, 1.2: 0.2})
+    out = strategies.full(spec("all"), draw, PROBLEMS)
+    rows = [s for s in out.scored if s.sample.temperature == 0.8]
+    x, _ = balance.per_query(candidate_rows(rows, PROBLEMS, 0, True), THRESHOLDS, 2 * len(PROBLEMS), 2)
+    np.testing.assert_allclose(out.result.errors[1], x.std(axis=1, ddof=1) / math.sqrt(len(PROBLEMS)))
+
+
+def test_confidence_picks_the_best_lower_bound_and_zero_is_the_plain_maximum() -> None:
+    scores = np.array([[0.50, 0.62], [0.58, 0.40]])
+    errors = np.array([[0.01, 0.10], [0.01, 0.01]])
+    assert balance.pick(scores, errors) == 1  # the highest score, however uncertain
+    assert balance.pick(scores, errors, confidence=1.0) == 2  # 0.58 - 0.01 beats 0.62 - 0.10
+    assert balance.pick(scores, np.full_like(errors, np.inf)) == 1  # undefined errors do not matter at 0
+
+
+def test_with_confidence_a_score_that_holds_over_every_query_beats_a_higher_noisier_one() -> None:
+    """Each query has three right answers and a wrong one. At τ = -0.5 every query keeps all four (bs 0.75 each);
+    at τ = 0.5 the wrong one goes, but so do the right ones of 8 queries whose rewards are 0.4 (bs 1 or 0)."""
+    ids, texts, rewards, correct = [], [], [], []
+    for k in range(40):
+        for j in range(4):
+            ids.append(f"q{k}")
+            texts.append(f"q{k} {j}")
+            rewards.append((0.4 if k < 8 else 0.6) + j / 100 if j < 3 else -0.2)
+            correct.append(j < 3)
+    cands = balance.candidates(ids, texts, rewards, correct, 0)
+    plain = balance.search([cands], [1.0], [-0.5, 0.5], 160, 2, "all")
+    bound = balance.search([cands], [1.0], [-0.5, 0.5], 160, 2, "all", confidence=2.0)
+    np.testing.assert_allclose(plain.scores, [[0.75, 0.8]])
+    assert plain.errors[0, 0] == pytest.approx(0.0) and plain.errors[0, 1] == pytest.approx(0.4 / math.sqrt(39))
+    assert plain.threshold == 0.5 and bound.threshold == -0.5

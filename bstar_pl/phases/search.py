@@ -17,9 +17,10 @@ sampling; the demo's full search, 64 queries x 8 x 4 temperatures, is 51% of its
              queries) below the leader, and the race stops when one is left. The leader's best cell is
              the choice.
 
-A temperature's standard error comes from its queries: for the paper's mean over the queries with anything
+Every cell's standard error comes from its queries: for the paper's mean over the queries with anything
 selected (a ratio of two sums) by the delta method, u_i = (bs_i - score · c_i) / mean(c), c_i = 1 when query
-i has data. Everything a strategy decided is returned for search.json.
+i has data. With `confidence` > 0 both strategies pick by the lower bound score - confidence · error instead
+of the score (balance.pick). Everything a strategy decided is returned for search.json.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def search(
     c = cfg.search
     spec = Spec(
         c.temperatures.values(), c.thresholds.values(), c.samples, n_star, c.balance_over,
-        derive_seed(cfg.seed, i, "select"), cfg.selection.drop_unaligned,
+        derive_seed(cfg.seed, i, "select"), cfg.selection.drop_unaligned, c.confidence,
     )  # fmt: skip
     say(f"[iter {i}] search ({c.strategy}): {len(queries)} queries x {len(spec.temperatures)} temperatures")
 
@@ -98,6 +99,7 @@ def search(
         "temperatures": spec.temperatures,
         "thresholds": spec.thresholds,
         "scores": result.scores.round(6).tolist(),
+        "stderr": [[_rounded(float(e)) for e in row] for row in result.errors],
     }
 
 
@@ -113,6 +115,7 @@ class Spec:
     over: balance.Over = "selected"
     seed: int = 0
     drop_unaligned: bool = True
+    confidence: float = 0.0  # pick the best lower bound, score - confidence x standard error (0: the paper's max)
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,7 @@ def full(spec: Spec, draw: Draw, problems: list[Problem]) -> Outcome:
     by_t = [[s for s in scored if s.sample.temperature == t] for t in spec.temperatures]
     per_t = [candidate_rows(rows, problems, spec.seed, spec.drop_unaligned) for rows in by_t]
     target = spec.n_star * len(problems)  # the pool's N, scaled to the search queries
-    result = balance.search(per_t, spec.temperatures, spec.thresholds, target, spec.n_star, spec.over)
+    result = balance.search(per_t, spec.temperatures, spec.thresholds, target, spec.n_star, spec.over, spec.confidence)
     rounds = [{"queries": len(problems), "temperatures": spec.temperatures, "responses": len(scored)}]
     return Outcome(result, scored, rounds, [len(problems)] * len(spec.temperatures))
 
@@ -167,6 +170,7 @@ def halving(spec: Spec, draw: Draw, problems: list[Problem], budget: float, z: f
     rows: list[list[Scored]] = [[] for _ in range(T)]
     seen = [0] * T  # queries per temperature
     scores = np.zeros((T, len(spec.thresholds)))
+    stderr = np.full((T, len(spec.thresholds)), np.inf)
     rounds: list[dict[str, Any]] = []
     used = 0
     leader = 0
@@ -183,13 +187,13 @@ def halving(spec: Spec, draw: Draw, problems: list[Problem], budget: float, z: f
         for k in alive:
             seen[k] = used
             estimates[k] = Estimate.of(spec, rows[k], problems[:used])
-            scores[k] = estimates[k].scores
-        leader = max(alive, key=lambda k: (estimates[k].score, -k))
+            scores[k], stderr[k] = estimates[k].scores, estimates[k].errors
+        leader = max(alive, key=lambda k: (estimates[k].bound, -k))
         lead = estimates[leader]
         gaps = {k: lead.score - estimates[k].score for k in alive}
         errors = {k: lead.paired_error(estimates[k]) for k in alive}
         in_race = [k for k in alive if k == leader or gaps[k] <= z * errors[k]]
-        keep = sorted(in_race, key=lambda k: (-estimates[k].score, k))[: math.ceil(len(alive) / 2)]
+        keep = sorted(in_race, key=lambda k: (-estimates[k].bound, k))[: math.ceil(len(alive) / 2)]
         rounds.append(
             {
                 "queries": size,
@@ -210,8 +214,8 @@ def halving(spec: Spec, draw: Draw, problems: list[Problem], budget: float, z: f
         alive = sorted(keep)
         if len(alive) == 1:
             break
-    best = (leader, int(np.argmax(scores[leader])))
-    result = balance.SearchResult(spec.temperatures, spec.thresholds, scores, best)
+    best = (leader, estimates[leader].best)
+    result = balance.SearchResult(spec.temperatures, spec.thresholds, scores, best, stderr)
     return Outcome(result, [s for r in rows for s in r], rounds, seen)
 
 
@@ -222,11 +226,13 @@ def _rounded(x: float) -> float | None:
 
 @dataclass(frozen=True)
 class Estimate:
-    """One temperature's balance score at every threshold over its queries, its best threshold, and that
-    cell's per-query linearised contributions u (module doc), whose mean is 0 and spread gives the error."""
+    """One temperature's balance score and its standard error at every threshold over its queries, its best
+    threshold (`balance.pick`), and that cell's per-query linearised contributions u (balance.contributions)."""
 
     scores: np.ndarray  # (H,)
+    errors: np.ndarray  # (H,)
     best: int
+    bound: float  # what the pick maximised: the best score, or its lower bound with spec.confidence
     u: np.ndarray  # (Q,)
 
     @classmethod
@@ -234,9 +240,11 @@ class Estimate:
         cands = candidate_rows(scored, problems, spec.seed, spec.drop_unaligned)
         x, selected = balance.per_query(cands, spec.thresholds, spec.n_star * len(problems), spec.n_star)
         scores, counted = balance.averaged(x, selected, spec.over)
-        best = int(np.argmax(scores))
-        share = max(counted[best].mean(), 1e-12)
-        return cls(scores, best, (x[best] - scores[best] * counted[best]) / share)
+        u = balance.contributions(x, counted, scores)
+        errors = balance.standard_errors(u)
+        best = balance.pick(scores, errors, spec.confidence)
+        bound = scores[best] if spec.confidence == 0 else scores[best] - spec.confidence * errors[best]
+        return cls(scores, errors, best, float(bound), u[best])
 
     @property
     def score(self) -> float:
@@ -244,7 +252,7 @@ class Estimate:
 
     @property
     def error(self) -> float:
-        return float(self.u.std(ddof=1) / math.sqrt(len(self.u))) if len(self.u) > 1 else math.inf
+        return float(self.errors[self.best])
 
     def paired_error(self, other: Estimate) -> float:
         """The standard error of this score minus `other`'s, over the queries both have (the first ones)."""
